@@ -1,0 +1,58 @@
+"""swin_fused: the Swin Transformer with its whole window-attention path fused into Triton kernels.
+
+Quick start::
+
+    from swin_fused import swin_tiny_patch4_window7_224
+    model = swin_tiny_patch4_window7_224().cuda()   # Triton kernels on CUDA, PyTorch elsewhere
+
+Importing the package never touches CUDA or compiles a kernel.
+"""
+from .backend import get_backend, set_backend, use_backend
+from .configs import (
+    MODEL_CONFIGS,
+    PAPER_TABLE,
+    create_model,
+    list_models,
+    swin_base_patch4_window7_224,
+    swin_base_patch4_window12_384,
+    swin_large_patch4_window7_224,
+    swin_large_patch4_window12_384,
+    swin_small_patch4_window7_224,
+    swin_tiny_patch4_window7_224,
+)
+from .functional import window_attention
+from .model import (
+    BasicLayer,
+    PatchEmbed,
+    PatchMerging,
+    SwinBlock,
+    SwinTransformer,
+    SwinTransformerBlock,
+    WindowAttention,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SwinTransformer",
+    "SwinTransformerBlock",
+    "SwinBlock",
+    "WindowAttention",
+    "PatchEmbed",
+    "PatchMerging",
+    "BasicLayer",
+    "window_attention",
+    "set_backend",
+    "get_backend",
+    "use_backend",
+    "create_model",
+    "list_models",
+    "MODEL_CONFIGS",
+    "PAPER_TABLE",
+    "swin_tiny_patch4_window7_224",
+    "swin_small_patch4_window7_224",
+    "swin_base_patch4_window7_224",
+    "swin_base_patch4_window12_384",
+    "swin_large_patch4_window7_224",
+    "swin_large_patch4_window12_384",
+]

@@ -1,0 +1,74 @@
+"""Which implementation runs the window attention: the one seam every kernel plugs into.
+
+- ``"auto"`` (default): Triton kernels for CUDA tensors, the PyTorch path for everything else.
+- ``"torch"``: always the PyTorch path.
+- ``"triton"``: always the Triton kernels; on CPU tensors they run through Triton's interpreter, which
+  needs ``TRITON_INTERPRET=1`` in the environment before the kernels are first imported (that is how CI
+  checks the kernels without a GPU).
+
+Set it with :func:`set_backend`, for a scope with :func:`use_backend`, or with the environment variable
+``SWIN_FUSED_BACKEND`` (read once, at import). Nothing here touches CUDA.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+import torch
+
+__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend"]
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def _check(name: object, origin: str) -> str:
+    if not isinstance(name, str) or name.lower() not in BACKENDS:
+        raise ValueError(f"{origin}: unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return name.lower()
+
+
+_state = threading.local()
+_default = _check(os.environ.get("SWIN_FUSED_BACKEND", "auto"), "SWIN_FUSED_BACKEND")
+
+
+def get_backend() -> str:
+    """The backend in force in this thread: ``"auto"``, ``"torch"`` or ``"triton"``."""
+    return getattr(_state, "backend", _default)
+
+
+def set_backend(name: str) -> None:
+    """Set the backend for this thread (and the default for threads that have not set one)."""
+    global _default
+    name = _check(name, "set_backend")
+    _default = name
+    _state.backend = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """``with use_backend("torch"): ...`` runs the block with that backend, then restores the previous one."""
+    name = _check(name, "use_backend")
+    previous = getattr(_state, "backend", None)
+    _state.backend = name
+    try:
+        yield name
+    finally:
+        if previous is None:
+            del _state.backend
+        else:
+            _state.backend = previous
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton kernels run on the CPU through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def resolve_backend(x: torch.Tensor) -> str:
+    """``"torch"`` or ``"triton"``: what the current backend means for a tensor on ``x``'s device."""
+    name = get_backend()
+    if name == "auto":
+        return "triton" if x.is_cuda else "torch"
+    return name

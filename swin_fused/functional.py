@@ -1,0 +1,124 @@
+"""``window_attention``: the functional op behind every Swin block of the package.
+
+It validates its arguments at the public boundary, then dispatches on the backend (see
+:mod:`swin_fused.backend`): the PyTorch path, or the fused Triton op (:mod:`swin_fused.ops`).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from .backend import resolve_backend
+from .geometry import to_2tuple
+
+__all__ = ["window_attention", "check_window_attention_args"]
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+def _fail(message: str) -> None:
+    raise ValueError(f"window_attention: {message}")
+
+
+def check_window_attention_args(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    num_heads: int,
+    window_size: IntOrPair,
+    shift_size: IntOrPair,
+    pad_qkv: Optional[torch.Tensor],
+    table_window: Optional[IntOrPair],
+) -> Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int]:
+    """Validate the op's arguments; return ``(window, shift, table_window, head_dim)``.
+
+    Every message names the offending value and what was expected.
+    """
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 4:
+        _fail(f"qkv must be a 4-D tensor [B, H, W, 3*heads*head_dim], got "
+              f"{tuple(qkv.shape) if isinstance(qkv, torch.Tensor) else type(qkv).__name__}")
+    if not qkv.is_floating_point():
+        _fail(f"qkv must be a floating-point tensor, got dtype {qkv.dtype}")
+    B, H, W, C3 = qkv.shape
+    if min(B, H, W) <= 0:
+        _fail(f"qkv has an empty dimension: shape {tuple(qkv.shape)}")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
+        _fail(f"num_heads must be a positive int, got {num_heads!r}")
+    if C3 % (3 * num_heads):
+        _fail(f"qkv's last dimension {C3} is not 3 * num_heads * head_dim for num_heads={num_heads}")
+    head_dim = C3 // (3 * num_heads)
+    window = to_2tuple(window_size, "window_size")
+    shift = to_2tuple(shift_size, "shift_size")
+    if min(window) <= 0:
+        _fail(f"window_size must be positive, got {window}")
+    for s, w, axis in zip(shift, window, "hw"):
+        if not 0 <= s < w:
+            _fail(f"shift_size must satisfy 0 <= shift < window in each dimension, got shift {shift} "
+                  f"for window {window} ({axis})")
+    twin = window if table_window is None else to_2tuple(table_window, "table_window")
+    if twin[0] < window[0] or twin[1] < window[1]:
+        _fail(f"table_window {twin} must not be smaller than window_size {window}")
+    rows = (2 * twin[0] - 1) * (2 * twin[1] - 1)
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (rows, num_heads):
+        got = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        _fail(f"relative position bias table must have shape ((2*{twin[0]}-1)*(2*{twin[1]}-1), num_heads) = "
+              f"{(rows, num_heads)}, got {got}")
+    if table.device != qkv.device:
+        _fail(f"table is on {table.device} but qkv is on {qkv.device}")
+    if pad_qkv is not None:
+        if tuple(pad_qkv.shape) != (C3,):
+            _fail(f"pad_qkv must have shape ({C3},) (the qkv bias), got {tuple(pad_qkv.shape)}")
+        if pad_qkv.device != qkv.device:
+            _fail(f"pad_qkv is on {pad_qkv.device} but qkv is on {qkv.device}")
+    return window, shift, twin, head_dim
+
+
+def window_attention(
+    qkv: torch.Tensor,
+    table: torch.Tensor,
+    num_heads: int,
+    window_size: IntOrPair,
+    shift_size: IntOrPair = 0,
+    scale: Optional[float] = None,
+    pad_qkv: Optional[torch.Tensor] = None,
+    shift_before_pad: bool = False,
+    table_window: Optional[IntOrPair] = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Shifted-window multi-head self-attention with relative position bias, on a channels-last map.
+
+    Does, in one op, what a Swin block does between its qkv and proj Linears: cyclic shift, window
+    partition, ``softmax(q k^T * scale + bias + mask) v`` per window and head, reverse partition and
+    reverse shift. Sizes that are not multiples of the window are padded (virtually, by the kernels).
+
+    Args:
+        qkv: ``[B, H, W, 3 * heads * head_dim]``, channels ordered (q|k|v, head, head_dim).
+        table: ``[(2 TWh - 1)(2 TWw - 1), heads]`` relative position bias table (fp32 under AMP is fine).
+        num_heads: heads.
+        window_size: ``Wh`` or ``(Wh, Ww)``.
+        shift_size: ``S`` or ``(Sh, Sw)``, each ``0 <= S < window``; the official mask value -100 separates
+            the regions that the roll brought together.
+        scale: q scale; ``head_dim ** -0.5`` if None.
+        pad_qkv: ``[3 * heads * head_dim]``: q/k/v of padding tokens, i.e. the qkv bias (None: zeros).
+        shift_before_pad: timm's order (roll, then pad) instead of the package's (pad, then roll).
+        table_window: the window the table was built for, if larger than ``window_size`` (a map smaller
+            than the configured window uses the central part of the table). Defaults to ``window_size``.
+        dropout_p: attention dropout (training only). Runs on the PyTorch path.
+
+    Returns:
+        ``[B, H, W, heads * head_dim]`` in ``qkv``'s dtype.
+    """
+    window, shift, twin, _ = check_window_attention_args(
+        qkv, table, num_heads, window_size, shift_size, pad_qkv, table_window
+    )
+    if dropout_p < 0 or dropout_p >= 1:
+        _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if resolve_backend(qkv) == "triton" and dropout_p == 0.0:
+        from .ops import fused_window_attention
+
+        return fused_window_attention(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
+    from .torch_path import window_attention_torch
+
+    return window_attention_torch(
+        qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin, dropout_p
+    )

@@ -1,0 +1,143 @@
+"""Window geometry of the Swin Transformer, written once in PyTorch.
+
+Everything the reference path needs about where a token goes: padding to window multiples, the official
+window/shift clamping rule, window partition and reverse, the relative position index and the region ids of
+the shift mask. The Triton kernels re-derive the same quantities from indices in ``kernels/indexing.py``;
+tests rebuild them a third time, independently, from the paper's definitions.
+
+Conventions: maps are channels-last ``[B, H, W, C]``; a window is ``(Wh, Ww)``; a shift is ``(Sh, Sw)`` and
+rolls the map by ``(-Sh, -Sw)`` before partitioning (so window-frame position ``p`` reads map position
+``p + S``).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MASK_VALUE",
+    "to_2tuple",
+    "padded_size",
+    "effective_window_shift",
+    "window_partition",
+    "window_reverse",
+    "relative_position_index",
+    "region_ids",
+    "shift_mask",
+    "pad_map",
+]
+
+#: Added to the score of token pairs from different regions of a shifted window. The official value
+#: (not -inf): checkpoints were trained with it, so it is part of the model's numbers.
+MASK_VALUE = -100.0
+
+Pair = Tuple[int, int]
+
+
+def to_2tuple(value, name: str = "value") -> Pair:
+    """``7 -> (7, 7)``; ``(7, 8) -> (7, 8)``; anything else is a clear error."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def padded_size(size: int, window: int) -> int:
+    """Smallest multiple of ``window`` that is >= ``size``."""
+    return -(-size // window) * window
+
+
+def effective_window_shift(resolution: Pair, window: int | Pair, shift: int | Pair) -> Tuple[Pair, Pair]:
+    """The official rule: if the map is not larger than the window, use window = min(resolution), shift 0.
+
+    Args:
+        resolution: ``(H, W)`` of the token map the block sees.
+        window: the configured window size.
+        shift: the configured shift (0 for W-MSA blocks, window // 2 for SW-MSA blocks).
+
+    Returns:
+        ``((Wh, Ww), (Sh, Sw))`` the block actually uses.
+    """
+    window, shift = to_2tuple(window, "window_size"), to_2tuple(shift, "shift_size")
+    if min(resolution) <= min(window):
+        side = min(resolution)
+        return (side, side), (0, 0)
+    return window, shift
+
+
+def window_partition(x: torch.Tensor, window: Pair) -> torch.Tensor:
+    """``[B, H, W, C] -> [B * nW, Wh * Ww, C]``, windows in row-major order; H, W multiples of the window."""
+    B, H, W, C = x.shape
+    wh, ww = window
+    x = x.view(B, H // wh, wh, W // ww, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, C)
+
+
+def window_reverse(windows: torch.Tensor, window: Pair, H: int, W: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``[B * nW, Wh * Ww, C] -> [B, H, W, C]``."""
+    wh, ww = window
+    C = windows.shape[-1]
+    x = windows.view(-1, H // wh, W // ww, wh, ww, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_position_index_cpu(wh: int, ww: int) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)  # 2, N
+    rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N: (query - key)
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+
+
+def relative_position_index(window: Pair, device=None) -> torch.Tensor:
+    """``[N, N]`` int64: row of the bias table for query i and key j of a window (N = Wh * Ww).
+
+    ``index[i, j] = (yi - yj + Wh - 1) * (2 Ww - 1) + (xi - xj + Ww - 1)`` with (y, x) the in-window coordinates.
+    """
+    return _relative_position_index_cpu(*window).to(device)
+
+
+def region_ids(Hp: int, Wp: int, window: Pair, shift: Pair, device=None) -> torch.Tensor:
+    """``[Hp, Wp]`` int64 region id of each window-frame position of a shifted, padded map.
+
+    Rows split at ``[0, Hp - Wh), [Hp - Wh, Hp - Sh), [Hp - Sh, Hp)``, columns likewise; id = 3 * row + col.
+    With shift 0 in a dimension every window lies in one part of it, so nothing is masked there.
+    """
+    (wh, ww), (sh, sw) = window, shift
+    y = torch.arange(Hp, device=device)
+    x = torch.arange(Wp, device=device)
+    row = (y >= Hp - wh).long() + (y >= Hp - sh).long()
+    col = (x >= Wp - ww).long() + (x >= Wp - sw).long()
+    return 3 * row[:, None] + col[None, :]
+
+
+def shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``[nW, N, N]`` additive mask: ``MASK_VALUE`` between tokens of different regions, 0 otherwise."""
+    ids = region_ids(Hp, Wp, window, shift, device)[None, :, :, None]
+    ids = window_partition(ids, window).squeeze(-1)  # nW, N
+    differs = ids[:, :, None] != ids[:, None, :]
+    return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill_(differs, MASK_VALUE)
+
+
+def pad_map(x: torch.Tensor, Hp: int, Wp: int, value: torch.Tensor | None = None) -> torch.Tensor:
+    """Pad ``[B, H, W, C]`` at the bottom/right to ``[B, Hp, Wp, C]`` with zeros or with the vector ``value``.
+
+    Padding with ``value`` (the qkv bias) gives exactly what the qkv Linear produces on zero-padded input.
+    """
+    B, H, W, C = x.shape
+    if (Hp, Wp) == (H, W):
+        return x
+    if value is None:
+        return F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+    value = value.to(x.dtype)
+    x = torch.cat([x, value.expand(B, H, Wp - W, C)], dim=2)
+    return torch.cat([x, value.expand(B, Hp - H, Wp, C)], dim=1)

@@ -1,0 +1,574 @@
+"""Swin Transformer (V1) modules: the official constructors, parameter names and state-dict keys.
+
+Layout follows microsoft/Swin-Transformer ``models/swin_transformer.py`` so that official checkpoints load
+with ``strict=True``. Inside, blocks work on channels-last maps ``[B, H, W, C]`` of any size and send their
+window attention through :func:`swin_fused.window_attention`, which the backend switch routes to the fused
+Triton op or the PyTorch path.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as checkpoint
+
+from .functional import window_attention
+from .geometry import (
+    effective_window_shift,
+    padded_size,
+    relative_position_index,
+    shift_mask,
+    to_2tuple,
+)
+from .reference import relative_position_bias
+
+__all__ = [
+    "Mlp",
+    "DropPath",
+    "WindowAttention",
+    "SwinTransformerBlock",
+    "SwinBlock",
+    "PatchMerging",
+    "PatchEmbed",
+    "BasicLayer",
+    "SwinTransformer",
+]
+
+Pair = Tuple[int, int]
+
+
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth per sample: zero a sample's residual branch with probability ``drop_prob``."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (drop path) on the residual branch."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Module):
+    """Linear(C, hidden) -> act -> drop -> Linear(hidden, C) -> drop."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.0):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class WindowAttention(nn.Module):
+    """Window multi-head self-attention with relative position bias (W-MSA / SW-MSA).
+
+    Official constructor and parameters (``qkv``, ``proj``, ``relative_position_bias_table``, buffer
+    ``relative_position_index``). ``forward(x, mask)`` keeps the official window-batch interface;
+    :meth:`forward_map` is the fused path the package's blocks use.
+
+    Args:
+        dim: channels C.
+        window_size: ``(Wh, Ww)`` (an int is accepted) the table is built for.
+        num_heads: heads; must divide ``dim``.
+        qkv_bias: learnable bias on q, k, v.
+        qk_scale: overrides ``head_dim ** -0.5``.
+        attn_drop: dropout on attention probabilities.
+        proj_drop: dropout on the output.
+    """
+
+    def __init__(self, dim, window_size, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        _check_positive_int("dim", dim)
+        _check_positive_int("num_heads", num_heads)
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
+        self.dim = dim
+        self.window_size = to_2tuple(window_size, "window_size")
+        if min(self.window_size) <= 0:
+            raise ValueError(f"window_size must be positive, got {window_size!r}")
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = qk_scale or head_dim**-0.5
+
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone())
+
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Official interface. x: ``[B * nW, N, C]`` windows; mask: ``[nW, N, N]`` (0 / -100) or None."""
+        B_, N, C = x.shape
+        qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn + relative_position_bias(self.relative_position_bias_table, self.window_size).unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            attn = attn.view(B_ // nW, nW, self.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, N, N)
+        attn = self.attn_drop(self.softmax(attn))
+        x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+        return self.proj_drop(self.proj(x))
+
+    def forward_map(
+        self,
+        x: torch.Tensor,
+        window_size: Optional[Pair] = None,
+        shift_size: Pair = (0, 0),
+        shift_before_pad: bool = False,
+    ) -> torch.Tensor:
+        """Fused path on a whole map: ``[B, H, W, C] -> [B, H, W, C]`` (qkv Linear, window attention, proj).
+
+        ``window_size`` defaults to the table's window; a smaller one uses the table's central part.
+        """
+        window = self.window_size if window_size is None else window_size
+        qkv = self.qkv(x)  # B, H, W, 3C: one GEMM on the natural layout (a Linear commutes with the roll)
+        H, W = x.shape[1:3]
+        needs_pad = padded_size(H, window[0]) != H or padded_size(W, window[1]) != W
+        out = window_attention(
+            qkv,
+            self.relative_position_bias_table,
+            self.num_heads,
+            window,
+            shift_size,
+            scale=self.scale,
+            pad_qkv=self.qkv.bias if needs_pad else None,
+            shift_before_pad=shift_before_pad,
+            table_window=self.window_size,
+            dropout_p=self.attn_drop.p if self.training else 0.0,
+        )
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
+
+    def flops(self, N: int) -> int:
+        """Multiply-adds of one window of N tokens (the official count)."""
+        flops = N * self.dim * 3 * self.dim
+        flops += self.num_heads * N * (self.dim // self.num_heads) * N
+        flops += self.num_heads * N * N * (self.dim // self.num_heads)
+        flops += N * self.dim * self.dim
+        return flops
+
+
+class SwinTransformerBlock(nn.Module):
+    """Swin Transformer block: ``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``.
+
+    Official constructor. Accepts ``[B, H, W, C]`` maps of any size, or the official ``[B, L, C]`` with
+    ``L = H * W`` of ``input_resolution``. If the map is not larger than the window, the block uses
+    window = min(H, W) and no shift (decided per call from the actual size, as the official code does at
+    construction).
+    """
+
+    def __init__(
+        self,
+        dim,
+        input_resolution,
+        num_heads,
+        window_size=7,
+        shift_size=0,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        act_layer=nn.GELU,
+        norm_layer=nn.LayerNorm,
+        fused_window_process=False,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = to_2tuple(input_resolution, "input_resolution")
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        _check_positive_int("window_size", window_size)
+        if isinstance(shift_size, bool) or not isinstance(shift_size, int) or not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size must be an int in [0, window_size={window_size}), got {shift_size!r}")
+        (self.window_size, _), (self.shift_size, _) = effective_window_shift(
+            self.input_resolution, window_size, shift_size
+        )
+
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(
+            dim, window_size=to_2tuple(self.window_size), num_heads=num_heads, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+        )
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
+
+        if self.shift_size > 0:
+            # Kept for checkpoint compatibility only (official dicts carry it); the fused and PyTorch paths
+            # derive the mask from indices for whatever size they are given.
+            H, W = self.input_resolution
+            ws = (self.window_size, self.window_size)
+            attn_mask = shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, (self.shift_size,) * 2)
+        else:
+            attn_mask = None
+        self.register_buffer("attn_mask", attn_mask)
+
+    def window_and_shift(self, H: int, W: int) -> Tuple[Pair, Pair]:
+        """The ``(window, shift)`` this block uses on an ``H x W`` map."""
+        return effective_window_shift((H, W), self.window_size, self.shift_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # official [B, L, C]
+            B, L, C = x.shape
+            H, W = self.input_resolution
+            if L != H * W:
+                raise ValueError(f"input has {L} tokens, expected H*W = {H}*{W} = {H * W} "
+                                 f"for input_resolution {self.input_resolution}; pass a [B, H, W, C] map instead")
+            return self._forward_map(x.view(B, H, W, C)).view(B, L, C)
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
+                             f"got shape {tuple(x.shape)}")
+        return self._forward_map(x)
+
+    def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        window, shift = self.window_and_shift(x.shape[1], x.shape[2])
+        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), window, shift))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
+                f"window_size={self.window_size}, shift_size={self.shift_size}, mlp_ratio={self.mlp_ratio}")
+
+    def flops(self, resolution: Optional[Pair] = None) -> int:
+        """Multiply-adds (official count) at ``resolution`` (default ``input_resolution``)."""
+        H, W = resolution or self.input_resolution
+        (wh, ww), _ = self.window_and_shift(H, W)
+        flops = self.dim * H * W  # norm1
+        nW = padded_size(H, wh) * padded_size(W, ww) / (wh * ww)
+        flops += nW * self.attn.flops(wh * ww)
+        flops += 2 * H * W * self.dim * self.dim * self.mlp_ratio  # mlp
+        flops += self.dim * H * W  # norm2
+        return int(flops)
+
+
+#: The name the package's docs use for the fused block.
+SwinBlock = SwinTransformerBlock
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhood concat ``[x0, x1, x2, x3]`` -> LayerNorm(4C) -> Linear(4C, 2C, bias=False).
+
+    ``[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 2C]``; an odd H or W is zero-padded at the bottom/right.
+    """
+
+    def __init__(self, input_resolution, dim, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.input_resolution = to_2tuple(input_resolution, "input_resolution")
+        self.dim = dim
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # official [B, L, C]
+            B, L, C = x.shape
+            H, W = self.input_resolution
+            if L != H * W:
+                raise ValueError(f"input has {L} tokens, expected {H}*{W} for input_resolution "
+                                 f"{self.input_resolution}")
+            out = self.forward(x.view(B, H, W, C))
+            return out.reshape(B, -1, 2 * C)
+        B, H, W, C = x.shape
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x0 = x[:, 0::2, 0::2]
+        x1 = x[:, 1::2, 0::2]
+        x2 = x[:, 0::2, 1::2]
+        x3 = x[:, 1::2, 1::2]
+        x = torch.cat([x0, x1, x2, x3], -1)  # B, H/2, W/2, 4C
+        return self.reduction(self.norm(x))
+
+    def extra_repr(self) -> str:
+        return f"input_resolution={self.input_resolution}, dim={self.dim}"
+
+    def flops(self, resolution: Optional[Pair] = None) -> int:
+        H, W = resolution or self.input_resolution
+        return H * W * self.dim + (H // 2) * (W // 2) * 4 * self.dim * 2 * self.dim
+
+
+class BasicLayer(nn.Module):
+    """One stage: ``depth`` blocks alternating W-MSA (even j) and SW-MSA (odd j), then optional merging."""
+
+    def __init__(
+        self,
+        dim,
+        input_resolution,
+        depth,
+        num_heads,
+        window_size,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop=0.0,
+        attn_drop=0.0,
+        drop_path=0.0,
+        norm_layer=nn.LayerNorm,
+        downsample=None,
+        use_checkpoint=False,
+        fused_window_process=False,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.input_resolution = to_2tuple(input_resolution, "input_resolution")
+        self.depth = depth
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            [
+                SwinTransformerBlock(
+                    dim=dim, input_resolution=input_resolution, num_heads=num_heads, window_size=window_size,
+                    shift_size=0 if (i % 2 == 0) else window_size // 2, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                    qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
+                    drop_path=drop_path[i] if isinstance(drop_path, (list, tuple)) else drop_path,
+                    norm_layer=norm_layer,
+                )
+                for i in range(depth)
+            ]
+        )
+        self.downsample = downsample(input_resolution, dim=dim, norm_layer=norm_layer) if downsample else None
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's blocks on a ``[B, H, W, C]`` map, before merging."""
+        for blk in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, input_resolution={self.input_resolution}, depth={self.depth}"
+
+
+class PatchEmbed(nn.Module):
+    """Patch partition + linear embedding: Conv2d(k = s = patch) -> ``[B, H/p, W/p, C]`` -> LayerNorm.
+
+    Images whose sides are not multiples of the patch are zero-padded at the bottom/right.
+    """
+
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None):
+        super().__init__()
+        img_size, patch_size = to_2tuple(img_size, "img_size"), to_2tuple(patch_size, "patch_size")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.patches_resolution = (img_size[0] // patch_size[0], img_size[1] // patch_size[1])
+        self.num_patches = self.patches_resolution[0] * self.patches_resolution[1]
+        self.in_chans = in_chans
+        self.embed_dim = embed_dim
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"expected images [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        H, W = x.shape[2:]
+        ph, pw = self.patch_size
+        if H % ph or W % pw:
+            x = F.pad(x, (0, -W % pw, 0, -H % ph))
+        x = self.proj(x).permute(0, 2, 3, 1)  # B, H/p, W/p, C
+        return self.norm(x) if self.norm is not None else x
+
+    def flops(self, resolution: Optional[Pair] = None) -> int:
+        Ho, Wo = resolution or self.patches_resolution
+        flops = Ho * Wo * self.embed_dim * self.in_chans * (self.patch_size[0] * self.patch_size[1])
+        if self.norm is not None:
+            flops += Ho * Wo * self.embed_dim
+        return flops
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer (Liu et al., arXiv 2103.14030), official constructor and state-dict layout.
+
+    Args:
+        img_size: nominal input size (sets the stored ``attn_mask`` buffers and the FLOP count); any size
+            works at run time.
+        patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias,
+        qk_scale, drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint:
+            as the official ``SwinTransformer``.
+    """
+
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=4,
+        in_chans=3,
+        num_classes=1000,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=7,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        qk_scale=None,
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.1,
+        norm_layer=nn.LayerNorm,
+        ape=False,
+        patch_norm=True,
+        use_checkpoint=False,
+        fused_window_process=False,
+        **kwargs,
+    ):
+        super().__init__()
+        _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size)
+        self.num_classes = num_classes
+        self.num_layers = len(depths)
+        self.embed_dim = embed_dim
+        self.ape = ape
+        self.patch_norm = patch_norm
+        self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
+        self.mlp_ratio = mlp_ratio
+        self.window_size = window_size
+
+        self.patch_embed = PatchEmbed(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            norm_layer=norm_layer if self.patch_norm else None,
+        )
+        num_patches = self.patch_embed.num_patches
+        patches_resolution = self.patch_embed.patches_resolution
+        self.patches_resolution = patches_resolution
+
+        if self.ape:
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, num_patches, embed_dim))
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        self.pos_drop = nn.Dropout(p=drop_rate)
+
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        self.layers = nn.ModuleList()
+        for i_layer in range(self.num_layers):
+            layer = BasicLayer(
+                dim=int(embed_dim * 2**i_layer),
+                input_resolution=(patches_resolution[0] // (2**i_layer), patches_resolution[1] // (2**i_layer)),
+                depth=depths[i_layer],
+                num_heads=num_heads[i_layer],
+                window_size=window_size,
+                mlp_ratio=self.mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[sum(depths[:i_layer]) : sum(depths[: i_layer + 1])],
+                norm_layer=norm_layer,
+                downsample=PatchMerging if (i_layer < self.num_layers - 1) else None,
+                use_checkpoint=use_checkpoint,
+            )
+            self.layers.append(layer)
+
+        self.norm = norm_layer(self.num_features)
+        self.avgpool = nn.AdaptiveAvgPool1d(1)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    @torch.jit.ignore
+    def no_weight_decay(self):
+        return {"absolute_pos_embed"}
+
+    @torch.jit.ignore
+    def no_weight_decay_keywords(self):
+        return {"relative_position_bias_table"}
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # B, H, W, C
+        if self.ape:
+            B, H, W, C = x.shape
+            if (H, W) != tuple(self.patches_resolution):
+                raise ValueError(f"absolute position embedding is built for {self.patches_resolution} patches, "
+                                 f"got a {H}x{W} patch map")
+            x = x + self.absolute_pos_embed.view(1, H, W, C)
+        return self.pos_drop(x)
+
+    def forward_pyramid(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Feature pyramid for detection/segmentation: each stage's output map (before merging), NCHW.
+
+        ``[B, 3, H, W] -> [[B, C, H/4, W/4], [B, 2C, H/8, W/8], [B, 4C, H/16, W/16], [B, 8C, H/32, W/32]]``
+        (sizes rounded up).
+        """
+        x = self._embed(x)
+        outs = []
+        for layer in self.layers:
+            x = layer.forward_blocks(x)
+            outs.append(x.permute(0, 3, 1, 2).contiguous())
+            if layer.downsample is not None:
+                x = layer.downsample(x)
+        return outs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W] -> [B, num_features]``: final norm, then average over tokens (as official)."""
+        x = self._embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.norm(x).flatten(1, 2)  # B, L, C
+        return torch.flatten(self.avgpool(x.transpose(1, 2)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def flops(self, img_size: Optional[Sequence[int]] = None) -> int:
+        """Multiply-adds of one forward pass (the paper's convention), at ``img_size`` or the nominal size."""
+        from .flops import model_flops
+
+        return model_flops(self, img_size)
+
+
+def _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size):
+    for name, value in (("in_chans", in_chans), ("embed_dim", embed_dim), ("window_size", window_size)):
+        _check_positive_int(name, value)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+    if len(depths) != len(num_heads) or len(depths) == 0:
+        raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} must have the same, "
+                         f"non-zero length")
+    for i, heads in enumerate(num_heads):
+        dim = embed_dim * 2**i
+        if heads <= 0 or dim % heads:
+            raise ValueError(f"stage {i}: num_heads={heads} must divide its dim embed_dim*2^{i}={dim}")
