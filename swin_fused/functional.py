@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from .backend import resolve_backend
+from .backend import get_backend, resolve_backend
 from .geometry import to_2tuple
 
 __all__ = ["window_attention", "check_window_attention_args"]
@@ -73,6 +73,25 @@ def check_window_attention_args(
     return window, shift, twin, head_dim
 
 
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _fused_supports(qkv: torch.Tensor, dropout_p: float) -> bool:
+    """Whether the fused op runs this call; else the PyTorch path does.
+
+    Attention dropout (training with attn_drop > 0) always takes the PyTorch path. Other dtypes (float64)
+    fall back under "auto" and are a clear error under an explicit "triton".
+    """
+    if dropout_p > 0.0:
+        return False
+    if qkv.dtype not in _FUSED_DTYPES:
+        if get_backend() == "triton":
+            raise TypeError(f"window_attention: the 'triton' backend supports float32, float16 and bfloat16, "
+                            f"got {qkv.dtype}; use set_backend('torch') (or 'auto', which falls back) for it")
+        return False
+    return True
+
+
 def window_attention(
     qkv: torch.Tensor,
     table: torch.Tensor,
@@ -103,7 +122,8 @@ def window_attention(
         shift_before_pad: timm's order (roll, then pad) instead of the package's (pad, then roll).
         table_window: the window the table was built for, if larger than ``window_size`` (a map smaller
             than the configured window uses the central part of the table). Defaults to ``window_size``.
-        dropout_p: attention dropout (training only). Runs on the PyTorch path.
+        dropout_p: attention dropout (training only). Runs on the PyTorch path, as does float64 under
+            the "auto" backend.
 
     Returns:
         ``[B, H, W, heads * head_dim]`` in ``qkv``'s dtype.
@@ -113,7 +133,7 @@ def window_attention(
     )
     if dropout_p < 0 or dropout_p >= 1:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if resolve_backend(qkv) == "triton" and dropout_p == 0.0:
+    if resolve_backend(qkv) == "triton" and _fused_supports(qkv, dropout_p):
         from .ops import fused_window_attention
 
         return fused_window_attention(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)

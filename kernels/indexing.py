@@ -1,0 +1,107 @@
+"""Window geometry as ``@triton.jit`` helpers, shared by every kernel: the Triton twin of swin_fused/geometry.py.
+
+Frames: a *window-frame* position ``p`` is where a token sits after the cyclic shift (and padding), i.e. the
+coordinates windows are cut from; the *map* position is where the token lives in the caller's natural
+``[B, H, W, C]`` layout. The kernels never build a rolled or partitioned copy: every load and store goes
+through :func:`map_position`.
+"""
+import triton
+import triton.language as tl
+
+LOG2E: tl.constexpr = 1.4426950408889634
+#: Official shift-mask value (natural-log units), see swin_fused.geometry.MASK_VALUE.
+MASK_VALUE: tl.constexpr = -100.0
+
+
+@triton.jit
+def window_frame_position(win, tok, n_win_w, WH: tl.constexpr, WW: tl.constexpr):
+    """Window ``win`` (row-major over the padded map) and in-window tokens ``tok`` -> window-frame (py, px),
+    and the in-window coordinates (ty, tx)."""
+    ty = tok // WW
+    tx = tok % WW
+    py = (win // n_win_w) * WH + ty
+    px = (win % n_win_w) * WW + tx
+    return py, px, ty, tx
+
+
+@triton.jit
+def map_position(p, shift, size, padded, SHIFT_BEFORE_PAD: tl.constexpr):
+    """Window-frame position -> map position along one axis, and whether it is a real (unpadded) token.
+
+    Pad-then-shift (package / torchvision order): the padded map is rolled, so p reads (p + s) mod padded,
+    which is a padding token when it lands at or beyond ``size``. Shift-then-pad (timm): the unpadded map is
+    rolled and padding is appended, so positions p < size read (p + s) mod size and the rest are padding.
+    """
+    if SHIFT_BEFORE_PAD:
+        real = p < size
+        src = tl.where(real, (p + shift) % size, p)
+    else:
+        src = (p + shift) % padded
+        real = src < size
+    return src, real
+
+
+@triton.jit
+def region_part(p, padded, window, shift):
+    """Which of the three shift-mask stripes [0, P-w), [P-w, P-s), [P-s, P) window-frame position p is in."""
+    return (p >= padded - window).to(tl.int32) + (p >= padded - shift).to(tl.int32)
+
+
+@triton.jit
+def region_id(py, px, Hp, Wp, WH: tl.constexpr, WW: tl.constexpr, shift_h, shift_w):
+    """Shift-mask region id (3 * row stripe + column stripe); tokens of different regions get MASK_VALUE."""
+    return 3 * region_part(py, Hp, WH, shift_h) + region_part(px, Wp, WW, shift_w)
+
+
+@triton.jit
+def relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH: tl.constexpr, TWW: tl.constexpr):
+    """``[M, N]`` row of the relative-position table for query/key in-window coordinates.
+
+    ``(dy + TWh - 1) * (2 TWw - 1) + (dx + TWw - 1)``, with (TWh, TWw) the window the table was built for
+    (>= the window in use: a smaller window reads the table's central rows).
+    """
+    dy = ty_q[:, None] - ty_k[None, :]
+    dx = tx_q[:, None] - tx_k[None, :]
+    return (dy + TWH - 1) * (2 * TWW - 1) + (dx + TWW - 1)
+
+
+@triton.jit
+def token_tile(win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
+               WH: tl.constexpr, WW: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
+    """Everything a kernel needs about a tile of in-window tokens ``offs`` of window ``win``.
+
+    Returns (sy, sx) map row/column, ``real`` (a token of the caller's map: in the window and not
+    padding), ``valid`` (offs < Wh * Ww), in-window (ty, tx) and the shift-mask region id.
+    """
+    valid = offs < WH * WW
+    py, px, ty, tx = window_frame_position(win, offs, n_win_w, WH, WW)
+    sy, real_y = map_position(py, shift_h, H, Hp, SHIFT_BEFORE_PAD)
+    sx, real_x = map_position(px, shift_w, W, Wp, SHIFT_BEFORE_PAD)
+    region = region_id(py, px, Hp, Wp, WH, WW, shift_h, shift_w)
+    return sy, sx, valid & real_y & real_x, valid, ty, tx, region
+
+
+@triton.jit
+def load_head(ptr, token_off, d, HEAD_DIM: tl.constexpr, real, valid, pad_ptr, HAS_PAD: tl.constexpr):
+    """``[tokens, BLOCK_D]`` head slice of each token; padding tokens (valid, not real) read ``pad_ptr``.
+
+    ``token_off`` is each token's int64 element offset in the natural layout (head/q|k|v offset included in
+    ``ptr`` and ``pad_ptr``); lanes past the window or past HEAD_DIM read 0.
+    """
+    dmask = d < HEAD_DIM
+    x = tl.load(ptr + token_off[:, None] + d[None, :], mask=real[:, None] & dmask[None, :], other=0.0)
+    if HAS_PAD:
+        pad = tl.load(pad_ptr + d, mask=dmask, other=0.0).to(x.dtype)
+        x = tl.where((valid & (real == 0))[:, None], pad[None, :], x)
+    return x
+
+
+@triton.jit
+def pair_bias(table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, pair_ok,
+              TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr):
+    """``[M, N]`` fp32 relative position bias of one head (+ MASK_VALUE across shift regions)."""
+    row = relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH, TWW)
+    bias = tl.load(table_ptr + row * stride_r, mask=pair_ok, other=0.0).to(tl.float32)
+    if HAS_SHIFT:
+        bias += tl.where(region_q[:, None] != region_k[None, :], MASK_VALUE, 0.0)
+    return bias
