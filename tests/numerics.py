@@ -1,0 +1,22 @@
+"""Error-bound helpers shared by the kernel tests (flash-attention's rule).
+
+A kernel passes when its max error against a float64 reference is at most ``factor`` times the error plain
+PyTorch makes in the same dtype, plus a small per-dtype floor (read from the kernel module, where the op
+declares it).
+"""
+import torch
+
+from swin_fused.kernels.window_attention_fwd import ERROR_FLOOR
+
+
+def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return (x.double() - ref.double()).abs().max().item()
+
+
+def assert_within_torch_error(name, kernel, torch_same_dtype, ref64, dtype, factor=2.0):
+    """``err(kernel) <= factor * err(torch in the same dtype) + floor[dtype]``; NaN (unwritten) fails."""
+    assert not torch.isnan(kernel).any(), f"{name}: NaN in kernel output (an element was never written)"
+    k_err = max_err(kernel, ref64)
+    t_err = max_err(torch_same_dtype, ref64)
+    bound = factor * t_err + ERROR_FLOOR[dtype]
+    assert k_err <= bound, f"{name}: kernel error {k_err:.3e} > {factor} x torch error {t_err:.3e} + floor"

@@ -1,0 +1,132 @@
+"""The fused backward kernel and the autograd op against the PyTorch reference.
+
+Gradients (dqkv, bias table, qkv bias of padding tokens) vs float64 autograd of the reference, with the 3x
+rule for gradients; dqkv NaN-poisoned; the bias-table gradient bit-identical across runs; nothing N x N saved.
+"""
+import pytest
+import torch
+from conftest import HAS_CUDA
+from numerics import assert_within_torch_error
+from test_fused_forward import CASES, DEVICE, DTYPES, _ids, _reference, make_inputs
+
+import swin_fused
+from swin_fused.kernels.window_attention_bwd import window_attention_bwd
+from swin_fused.kernels.window_attention_fwd import window_attention_fwd
+
+BWD_CASES = [CASES[i] for i in (0, 1, 2, 3, 4, 5, 7, 9, 11)]
+
+
+def _reference_grads(qkv, table, pad_qkv, kw, dout, dtype, table_dtype=None):
+    """Autograd of the reference with every input cast to ``dtype`` (table to ``table_dtype``)."""
+    leaves = [t.to(DEVICE, dtype).requires_grad_() if t is not None else None for t in (qkv, pad_qkv)]
+    tab = table.to(DEVICE, table_dtype or dtype).requires_grad_()
+    out = _reference(leaves[0], tab, leaves[1], kw)
+    out.backward(dout.to(DEVICE, dtype))
+    return leaves[0].grad, tab.grad, (leaves[1].grad if leaves[1] is not None else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", BWD_CASES, ids=_ids)
+def test_backward_matches_reference(case, dtype):
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
+    args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
+    x, t, p = cast(qkv, dtype), cast(table, torch.float32), cast(pad_qkv, dtype)
+    out, lse = window_attention_fwd(x, t, *args, p, kw["shift_before_pad"], kw["table_window"], return_lse=True)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
+    dqkv = torch.full_like(x, float("nan"))
+    dqkv, dtable, dpad = window_attention_bwd(dout, x, out, lse, t, *args, p, kw["shift_before_pad"],
+                                              kw["table_window"], dqkv=dqkv)
+
+    ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
+    same = _reference_grads(qkv, table, pad_qkv, kw, dout, dtype)
+    name = _ids(case)
+    assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
+    assert_within_torch_error(f"{name} dtable", dtable, same[1], ref[1], dtype, factor=3.0)
+    if ref[2] is None:  # nothing padded: the qkv bias gets no gradient through padding tokens
+        assert dpad is None
+    else:
+        assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
+        assert torch.all(dpad[: dpad.numel() // 3] == 0), "padding queries' outputs are cropped: no q gradient"
+
+
+def test_autograd_op_matches_torch_backend():
+    """swin_fused.window_attention under the triton backend differentiates like the torch backend."""
+    case = (2, 10, 13, 2, 24, (7, 7), (3, 3), True, False, None, None)
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, torch.float32)
+    grads = {}
+    for backend in ("torch", "triton"):
+        leaves = [cast(t, torch.float32).requires_grad_() for t in (qkv, table, pad_qkv)]
+        with swin_fused.use_backend(backend):
+            out = swin_fused.window_attention(leaves[0], leaves[1], pad_qkv=leaves[2], **kw)
+        (out * torch.linspace(-1, 1, out.shape[-1], device=DEVICE)).sum().backward()
+        grads[backend] = [leaf.grad for leaf in leaves]
+    for name, a, b in zip(("qkv", "table", "pad"), grads["triton"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_block_gradients_match_reference(padded):
+    """Whole block (qkv/proj weights, norms, MLP, bias table) through the fused op: 3x rule vs float64."""
+    H, W = (10, 13) if padded else (14, 14)
+    block = swin_fused.SwinBlock(dim=48, input_resolution=(H, W), num_heads=2, window_size=7, shift_size=3)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, H, W, 48)
+    g = torch.randn(2, H, W, 48)
+
+    def grads(dtype, backend):
+        b = block.to(DEVICE, dtype)
+        b.zero_grad()
+        with swin_fused.use_backend(backend):
+            b(x.to(DEVICE, dtype)).backward(g.to(DEVICE, dtype))
+        return {n: p.grad.clone() for n, p in b.named_parameters()}
+
+    ref = grads(torch.float64, "torch")
+    same = grads(torch.float32, "torch")
+    fused = grads(torch.float32, "triton")
+    for name in ref:
+        assert_within_torch_error(name, fused[name], same[name], ref[name], torch.float32, factor=3.0)
+
+
+def test_bias_table_gradient_is_deterministic():
+    """Repeated backward passes are bit-identical (on a GPU, with a batch large enough for races to show)."""
+    B = 64 if HAS_CUDA else 2
+    case = (B, 14, 14, 3, 32, (7, 7), (3, 3), False, False, None, None)
+    qkv, table, _, kw, cast = make_inputs(case, torch.float32)
+    x, t = cast(qkv, torch.float32), cast(table, torch.float32)
+    out, lse = window_attention_fwd(x, t, 3, (7, 7), (3, 3), None, return_lse=True)
+    dout = torch.randn_like(out)
+    first = window_attention_bwd(dout, x, out, lse, t, 3, (7, 7), (3, 3), None)
+    for _ in range(10 if HAS_CUDA else 2):
+        again = window_attention_bwd(dout, x, out, lse, t, 3, (7, 7), (3, 3), None)
+        assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+
+
+def test_saves_no_attention_matrix():
+    """What autograd keeps for the fused op: inputs, output and the fp32 lse; nothing N x N."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    qkv = torch.randn(2, 14, 14, 3 * 64, device=DEVICE, requires_grad=True)
+    table = torch.randn(169, 2, device=DEVICE, requires_grad=True)
+    with swin_fused.use_backend("triton"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = swin_fused.window_attention(qkv, table, 2, 7, 3)
+    n_tokens = 2 * 14 * 14
+    assert all(t.shape[-2:] != (49, 49) for t in saved), [tuple(t.shape) for t in saved]
+    total = sum(t.numel() for t in saved if t is not qkv and t is not table)
+    assert total == out.numel() + n_tokens * 2  # the output and one lse per (token, head)
+
+
+def test_gradient_to_table_in_fp32_under_half_qkv():
+    """AMP-style mixed dtypes: fp16 qkv with an fp32 table and fp32 qkv bias; grads in each input's dtype."""
+    qkv = torch.randn(1, 10, 13, 3 * 32, device=DEVICE, dtype=torch.float16, requires_grad=True)
+    table = torch.randn(169, 2, device=DEVICE, requires_grad=True)
+    bias = torch.randn(96, device=DEVICE, requires_grad=True)
+    with swin_fused.use_backend("triton"):
+        swin_fused.window_attention(qkv, table, 2, 7, 3, pad_qkv=bias).float().sum().backward()
+    assert qkv.grad.dtype == torch.float16 and table.grad.dtype == torch.float32 and bias.grad.dtype == torch.float32
+    assert all(torch.isfinite(t).all() for t in (qkv.grad, table.grad, bias.grad))
