@@ -39,9 +39,11 @@ def _interpreting() -> bool:
 
 
 def _fwd_configs():
-    # Under the interpreter a single config: the autotuner would otherwise benchmark through the driver.
     if _interpreting():
-        return [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=1)]
+        # One config survives pruning for any window (the tile the window rounds up to, at most 64): the
+        # autotuner must not benchmark under the interpreter, and a 64-wide tile for a 16-token window
+        # would only multiply the interpreter's work.
+        return [triton.Config({"BLOCK_M": b, "BLOCK_N": b}, num_warps=4, num_stages=1) for b in (16, 32, 64)]
     shapes = [(16, 16, 2), (32, 64, 4), (64, 32, 4), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 64, 8),
               (128, 128, 8)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
@@ -50,8 +52,9 @@ def _fwd_configs():
 
 def _prune_fwd_configs(configs, named_args, **kwargs):
     """Drop tiles larger than the window's token count rounds up to (they only add masked lanes)."""
-    n = kwargs["WH"] * kwargs["WW"]
-    cap = max(16, triton.next_power_of_2(n))
+    cap = max(16, triton.next_power_of_2(kwargs["WH"] * kwargs["WW"]))
+    if _interpreting():
+        return [c for c in configs if c.kwargs["BLOCK_M"] == min(64, cap)]
     kept = [c for c in configs if c.kwargs["BLOCK_M"] <= cap and c.kwargs["BLOCK_N"] <= cap]
     return kept or configs[:1]
 

@@ -8,6 +8,7 @@ Quick start::
 Importing the package never touches CUDA or compiles a kernel.
 """
 from .backend import get_backend, set_backend, use_backend
+from .checkpoint import CheckpointError, convert_state_dict, detect_layout, load_checkpoint, save_checkpoint
 from .configs import (
     MODEL_CONFIGS,
     PAPER_TABLE,
@@ -30,6 +31,7 @@ from .model import (
     SwinTransformerBlock,
     WindowAttention,
 )
+from .optimize import optimize
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,12 @@ __all__ = [
     "PatchMerging",
     "BasicLayer",
     "window_attention",
+    "load_checkpoint",
+    "save_checkpoint",
+    "convert_state_dict",
+    "detect_layout",
+    "CheckpointError",
+    "optimize",
     "set_backend",
     "get_backend",
     "use_backend",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -66,9 +66,9 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_backend(x: torch.Tensor) -> str:
-    """``"torch"`` or ``"triton"``: what the current backend means for a tensor on ``x``'s device."""
-    name = get_backend()
+def resolve_backend(x: torch.Tensor, name: Optional[str] = None) -> str:
+    """``"torch"`` or ``"triton"``: what backend ``name`` (default: the one in force) means for ``x``'s device."""
+    name = get_backend() if name is None else _check(name, "backend")
     if name == "auto":
         return "triton" if x.is_cuda else "torch"
     return name

@@ -76,7 +76,7 @@ def check_window_attention_args(
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _fused_supports(qkv: torch.Tensor, dropout_p: float) -> bool:
+def _fused_supports(qkv: torch.Tensor, dropout_p: float, backend: Optional[str]) -> bool:
     """Whether the fused op runs this call; else the PyTorch path does.
 
     Attention dropout (training with attn_drop > 0) always takes the PyTorch path. Other dtypes (float64)
@@ -85,7 +85,7 @@ def _fused_supports(qkv: torch.Tensor, dropout_p: float) -> bool:
     if dropout_p > 0.0:
         return False
     if qkv.dtype not in _FUSED_DTYPES:
-        if get_backend() == "triton":
+        if (backend or get_backend()) == "triton":
             raise TypeError(f"window_attention: the 'triton' backend supports float32, float16 and bfloat16, "
                             f"got {qkv.dtype}; use set_backend('torch') (or 'auto', which falls back) for it")
         return False
@@ -103,6 +103,7 @@ def window_attention(
     shift_before_pad: bool = False,
     table_window: Optional[IntOrPair] = None,
     dropout_p: float = 0.0,
+    backend: Optional[str] = None,
 ) -> torch.Tensor:
     """Shifted-window multi-head self-attention with relative position bias, on a channels-last map.
 
@@ -124,6 +125,8 @@ def window_attention(
             than the configured window uses the central part of the table). Defaults to ``window_size``.
         dropout_p: attention dropout (training only). Runs on the PyTorch path, as does float64 under
             the "auto" backend.
+        backend: ``"auto"``, ``"torch"`` or ``"triton"`` for this call only (None: the one in force, see
+            :func:`swin_fused.set_backend`); unlike ``use_backend`` it works inside ``torch.compile``.
 
     Returns:
         ``[B, H, W, heads * head_dim]`` in ``qkv``'s dtype.
@@ -133,7 +136,7 @@ def window_attention(
     )
     if dropout_p < 0 or dropout_p >= 1:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
-    if resolve_backend(qkv) == "triton" and _fused_supports(qkv, dropout_p):
+    if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):
         from .ops import fused_window_attention
 
         return fused_window_attention(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)

@@ -12,6 +12,7 @@ rolls the map by ``(-Sh, -Sw)`` before partitioning (so window-frame position ``
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Tuple
 
 import torch
@@ -37,19 +38,48 @@ MASK_VALUE = -100.0
 Pair = Tuple[int, int]
 
 
-def to_2tuple(value, name: str = "value") -> Pair:
-    """``7 -> (7, 7)``; ``(7, 8) -> (7, 8)``; anything else is a clear error."""
+def _as_int(value) -> int:
+    """``value`` as an int if it is integer-like (int, NumPy/torch integer); bools, floats, strings: TypeError."""
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int):
+        raise TypeError(f"{value!r} is a bool")
+    return operator.index(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
+
+
+def to_2tuple(value, name: str = "value") -> Pair:
+    """``7 -> (7, 7)``; ``(7, 8) -> (7, 8)``; anything else (floats, strings, bools, 3 items) is a clear error."""
+    # Fast path first: plain ints and SymInts (torch.compile with dynamic shapes) take no try/except and
+    # no string formatting, which Dynamo cannot trace through.
+    if _is_int(value):
         return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and _is_int(value[0]) and _is_int(value[1]):
+        return (value[0], value[1])
+    return _to_2tuple_checked(value, name)
+
+
+def _to_2tuple_checked(value, name: str) -> Pair:
+    """Integer-likes (NumPy / torch integers) accepted; everything else raises, naming the value."""
+    error = f"{name} must be an int or a pair of ints, got {value!r}"
     try:
-        pair = tuple(int(v) for v in value)
+        side = _as_int(value)
+        return (side, side)
     except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+        pass
+    if isinstance(value, (str, bytes)):  # iterable, but "77" is not (7, 7)
+        raise TypeError(error)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(error) from None
+    if len(items) != 2:
+        raise ValueError(error)
+    try:
+        return (_as_int(items[0]), _as_int(items[1]))
+    except TypeError:
+        raise TypeError(error) from None
 
 
 def padded_size(size: int, window: int) -> int:
@@ -93,7 +123,11 @@ def window_reverse(windows: torch.Tensor, window: Pair, H: int, W: int) -> torch
 
 @functools.lru_cache(maxsize=64)
 def _relative_position_index_cpu(wh: int, ww: int) -> torch.Tensor:
-    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)  # 2, N
+    # Explicit CPU: under a `with torch.device(...)` context a bare arange would land on that device and be
+    # cached there (a meta index would then poison every later model).
+    cpu = torch.device("cpu")
+    coords = torch.stack(torch.meshgrid(torch.arange(wh, device=cpu), torch.arange(ww, device=cpu),
+                                        indexing="ij")).flatten(1)  # 2, N
     rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N: (query - key)
     return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
 

@@ -174,6 +174,25 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The index is derivable, so a dict may omit it (timm's do); one that differs from the standard formula
+        # cannot be honoured, because the fused kernels compute the standard index from coordinates.
+        from .checkpoint import same_index
+
+        key = prefix + "relative_position_index"
+        incoming = state_dict.get(key)
+        if isinstance(incoming, torch.Tensor) and incoming.shape == self.relative_position_index.shape:
+            if not same_index(incoming, self.relative_position_index):
+                error_msgs.append(f"{key}: differs from the standard relative position index of window "
+                                  f"{self.window_size} ((yi - yj + Wh - 1) * (2Ww - 1) + xi - xj + Ww - 1), which "
+                                  f"the fused kernels compute; such a checkpoint cannot be loaded")
+                state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
+
     def flops(self, N: int) -> int:
         """Multiply-adds of one window of N tokens (the official count)."""
         flops = N * self.dim * 3 * self.dim
@@ -239,6 +258,18 @@ class SwinTransformerBlock(nn.Module):
         else:
             attn_mask = None
         self.register_buffer("attn_mask", attn_mask)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The mask is derived from this block's geometry (and the kernels rebuild it from indices): a dict may
+        # omit it, and one saved at another resolution (other shape, or a block shifted there but not here)
+        # is ignored rather than reported. The block keeps its own.
+        key = prefix + "attn_mask"
+        state_dict.pop(key, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in missing_keys:
+            missing_keys.remove(key)
 
     def window_and_shift(self, H: int, W: int) -> Tuple[Pair, Pair]:
         """The ``(window, shift)`` this block uses on an ``H x W`` map."""
@@ -473,7 +504,7 @@ class SwinTransformer(nn.Module):
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
 
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
         self.layers = nn.ModuleList()
         for i_layer in range(self.num_layers):
             layer = BasicLayer(
@@ -508,6 +539,16 @@ class SwinTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Runs before the children read the dict: rename a recognisably timm or torchvision dict to official keys
+        # so that model.load_state_dict(timm_or_torchvision_sd) just works.
+        from .checkpoint import convert_foreign_keys_in_place
+
+        convert_foreign_keys_in_place(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     @torch.jit.ignore
     def no_weight_decay(self):

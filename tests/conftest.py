@@ -20,7 +20,7 @@ INTERPRET = os.environ["TRITON_INTERPRET"] not in ("", "0")
 def pytest_collection_modifyitems(config, items):
     skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU; run the suite on a GPU machine (see CONTRIBUTING.md)")
     for item in items:
-        if "cuda" in item.keywords and not HAS_CUDA:
+        if item.get_closest_marker("cuda") is not None and not HAS_CUDA:
             item.add_marker(skip_cuda)
 
 

@@ -1,0 +1,382 @@
+"""``swin_fused.optimize(model)`` on timm, torchvision and official-code Swin V1 models.
+
+The oracle is each library's own model: a deep copy of it runs the library's code, the optimized model must
+give the same outputs and gradients (fp32, max abs diff <= 1e-5 x output scale), at window-divisible sizes
+and at sizes where stage maps are not multiples of the window or smaller than it. Weights are randomized
+(tables and biases init near zero, which would hide padding and position mistakes), and a spy on
+``swin_fused.window_attention`` proves the op ran for every block with padding and shifting in play;
+a control test shows the comparison catches the two classic mistakes (pad order, padded-token qkv).
+timm's set_input_size() after optimize() gives non-square windows and shifts ((6, 8) / (3, 4), (4, 3) / (2, 1)).
+
+Also: state_dict untouched (same keys, same storage), same Parameters, idempotence, undo, the report and its
+warning, blocks the op cannot reproduce (altered relative index, Swin V2) left alone, dropout routed,
+backend pinning, and no graph break added for torch.compile.
+"""
+import copy
+import importlib
+import io
+import warnings
+
+import pytest
+import torch
+
+import swin_fused
+import swin_fused.functional as functional
+from official_swin import SwinTransformer as OfficialSwin
+from swin_fused.reference import window_attention_reference
+
+timm_swin = pytest.importorskip("timm.models.swin_transformer")
+tv_swin = pytest.importorskip("torchvision.models.swin_transformer")
+
+SMALL = dict(embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=7, num_classes=10)
+SIZES = [(112, 112), (100, 132), (76, 60)]  # stage maps 28/14/7; 25x33/13x17/7x9; 19x15/10x8/5x4
+NUM_BLOCKS = sum(SMALL["depths"])
+
+
+def timm_model(img_size=(112, 112), **overrides):
+    return timm_swin.SwinTransformer(img_size=img_size, **{**SMALL, "drop_path_rate": 0.0, **overrides})
+
+
+def tv_model(**overrides):
+    kw = dict(patch_size=[4, 4], embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=[7, 7],
+              num_classes=10, stochastic_depth_prob=0.0)
+    return tv_swin.SwinTransformer(**{**kw, **overrides})
+
+
+def official_model(img_size=112, **overrides):
+    return OfficialSwin(img_size=img_size, **{**SMALL, "drop_path_rate": 0.0, **overrides})
+
+
+def randomized(model, seed=1):
+    """Tables and biases far from their near-zero init, so position and padding mistakes show."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+            elif "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def tolerance(ref):
+    return 1e-5 * max(1.0, ref.abs().max().item())
+
+
+def assert_close(out, ref, what=""):
+    err = (out - ref).abs().max().item()
+    assert err <= tolerance(ref), f"{what}: max abs diff {err:.3e} > 1e-5 x output scale"
+
+
+def optimized(model, **kwargs):
+    """A deep copy of ``model``, optimized (the original keeps running the library's code)."""
+    twin = copy.deepcopy(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every block of these models must be supported
+        report = swin_fused.optimize(twin, verbose=False, **kwargs)
+    return twin, report
+
+
+class OpSpy:
+    """Records every call of ``swin_fused.window_attention``: map size, window, shift, kwargs, backend."""
+
+    def __init__(self, monkeypatch, replacement=None):
+        self.calls = []
+        real = functional.window_attention
+
+        def spy(qkv, table, num_heads, window, shift, backend=None, **kwargs):
+            self.calls.append(dict(hw=tuple(qkv.shape[1:3]), window=tuple(window), shift=tuple(shift),
+                                   backend=backend or swin_fused.get_backend(), **kwargs))
+            if replacement is not None:
+                return replacement(qkv, table, num_heads, window, shift, **kwargs)
+            return real(qkv, table, num_heads, window, shift, backend=backend, **kwargs)
+
+        monkeypatch.setattr(functional, "window_attention", spy)
+
+    def assert_pads_and_shifts(self):
+        """Some call both pads (map not a window multiple) and shifts: the hard case is exercised."""
+        hard = [c for c in self.calls
+                if any(c["shift"]) and (c["hw"][0] % c["window"][0] or c["hw"][1] % c["window"][1])]
+        assert hard, f"no call pads and shifts: {[(c['hw'], c['window'], c['shift']) for c in self.calls]}"
+
+
+TIMM_CASES = [(variant, size) for variant in ("static", "dynamic", "always_partition") for size in SIZES] + [
+    ("head_dim_no_bias", (100, 132)), ("set_input_size", (100, 132)), ("set_input_size", (76, 60))]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")  # set_input_size's table resize
+@pytest.mark.parametrize("variant, size", TIMM_CASES, ids=[f"{v}-{s[0]}x{s[1]}" for v, s in TIMM_CASES])
+def test_timm_outputs_unchanged(monkeypatch, variant, size):
+    if variant == "static":  # static masks: the model is built for the size it runs at
+        model = timm_model(size)
+    elif variant == "dynamic":  # masks rebuilt per input from the shifted padded map
+        model = timm_model((112, 112), dynamic_img_size=True)
+    elif variant == "always_partition":  # no clamping: windows and shifts bigger than late stage maps
+        model = timm_model(size, always_partition=True)
+    else:  # head_dim != dim / heads with zeros for padded tokens; or resized after optimize()
+        model = timm_model(size if variant == "head_dim_no_bias" else (112, 112),
+                           **(dict(head_dim=12, qkv_bias=False) if variant == "head_dim_no_bias" else {}))
+    model = randomized(model)
+    x = torch.randn(2, 3, *size)
+    fast, report = optimized(model)
+    if variant == "set_input_size":  # new masks, windows and (interpolated, new Parameter) tables
+        model.set_input_size(img_size=size)
+        fast.set_input_size(img_size=size)
+    ref = model(x)
+    assert report.family == "timm" and len(report.patched) == NUM_BLOCKS and not report.left_alone
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, f"timm {variant} {size}")
+    assert len(spy.calls) == NUM_BLOCKS, "a block fell back to timm's code"
+    assert all(c["shift_before_pad"] for c in spy.calls)
+    if size != (112, 112):
+        spy.assert_pads_and_shifts()
+    if variant == "always_partition" and size == (76, 60):  # 5x4 map rolled by 3, padded into one 7x7 window
+        assert any(c["hw"] == (5, 4) and c["shift"] == (3, 3) for c in spy.calls)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_torchvision_outputs_unchanged(monkeypatch, size):
+    model = randomized(tv_model())
+    x = torch.randn(2, 3, *size)
+    ref = model(x)
+    fast, report = optimized(model)
+    assert report.family == "torchvision" and len(report.patched) == NUM_BLOCKS
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, f"torchvision {size}")
+    assert len(spy.calls) == NUM_BLOCKS
+    assert not any(c["shift_before_pad"] for c in spy.calls)
+    if size != (112, 112):
+        spy.assert_pads_and_shifts()
+        # No window clamping; the shift is dropped along a dimension whose padded size is one window.
+        last = spy.calls[-1]
+        assert last["window"] == (7, 7) and min(last["hw"]) <= 7 and last["shift"][0] == 0
+
+
+def test_official_outputs_unchanged(monkeypatch):
+    model = randomized(official_model())
+    x = torch.randn(2, 3, 112, 112)
+    ref = model(x)
+    fast, report = optimized(model)
+    assert report.family == "official" and len(report.patched) == NUM_BLOCKS
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, "official")
+    assert len(spy.calls) == NUM_BLOCKS and any(any(c["shift"]) for c in spy.calls)
+
+
+def test_comparison_catches_wrong_padding(monkeypatch):
+    """Control: the wrong pad order or zero-padded qkv would fail the tests above by a wide margin (> 10x
+    their tolerance, on logits where global pooling already averages the padded border away)."""
+    size = (100, 132)
+    x = torch.randn(2, 3, *size)
+    for model in (randomized(timm_model(size)), randomized(tv_model())):
+        ref = model(x)
+        fast, _ = optimized(model)
+        for mistake in ("pad_qkv", "shift_before_pad"):
+            def wrong(*args, **kwargs):
+                kwargs["pad_qkv" if mistake == "pad_qkv" else "shift_before_pad"] = (
+                    None if mistake == "pad_qkv" else not kwargs["shift_before_pad"])
+                return window_attention_reference(*args, **kwargs)
+
+            with monkeypatch.context() as m:
+                OpSpy(m, replacement=wrong)
+                err = (fast(x) - ref).abs().max().item()
+                assert err > 10 * tolerance(ref), f"{mistake} not visible in {type(model).__module__}: {err:.2e}"
+
+
+def test_timm_static_mask_at_another_size_keeps_timm_behaviour(monkeypatch):
+    """A static-mask block fed a map whose padded size differs from its input_resolution runs timm's code."""
+    block = randomized(timm_model()).layers[0].blocks[1]  # shifted, input_resolution 28x28
+    fast = copy.deepcopy(block)
+    swin_fused.optimize(fast, verbose=False)
+    spy = OpSpy(monkeypatch)
+    x = torch.randn(2, 27, 26, 32)  # pads to 28x28: timm's mask fits, the op runs
+    assert_close(fast(x), block(x), "27x26 map")
+    assert len(spy.calls) == 1 and spy.calls[0]["shift"] == (3, 3)
+    x = torch.randn(1, 21, 21, 32)  # 9 windows against a 16-window mask: timm fails, so must we
+    with pytest.raises(RuntimeError):
+        block(x)
+    with pytest.raises(RuntimeError):
+        fast(x)
+    assert len(spy.calls) == 1
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision", "official"])
+def test_state_dict_params_and_gradients_unchanged(family):
+    size = (112, 112) if family == "official" else (100, 132)
+    build = {"timm": lambda: timm_model(size), "torchvision": tv_model, "official": official_model}[family]
+    model = randomized(build()).train()  # all dropout rates are 0: training is deterministic
+    fast = copy.deepcopy(model)
+    state = fast.state_dict()
+    params = list(fast.parameters())
+    swin_fused.optimize(fast, verbose=False)
+
+    after = fast.state_dict()
+    assert list(after) == list(state)
+    for key, value in after.items():
+        assert value.data_ptr() == state[key].data_ptr() and torch.equal(value, state[key]), key
+    assert all(a is b for a, b in zip(fast.parameters(), params)) and len(list(fast.parameters())) == len(params)
+
+    x = torch.randn(2, 3, *size)
+    weight = torch.randn(2, 10)
+    (model(x) * weight).sum().backward()
+    (fast(x) * weight).sum().backward()
+    grads = dict(model.named_parameters())
+    for name, p in fast.named_parameters():
+        ref = grads[name].grad
+        assert p.grad is not None, name
+        err = (p.grad - ref).abs().max().item()
+        assert err <= 1e-4 * max(1.0, ref.abs().max().item()), f"{name}: grad diff {err:.3e}"
+
+
+def test_idempotent_and_undo(monkeypatch):
+    model = randomized(tv_model())
+    x = torch.randn(1, 3, 76, 60)
+    ref = model(x)
+    fast, first = optimized(model)
+    second = swin_fused.optimize(fast, verbose=False)
+    assert second.patched == [] and second.already_optimized == first.patched and not second.left_alone
+    attn = fast.features[1][1].attn
+    assert attn.forward.func is importlib.import_module("swin_fused.optimize")._torchvision_forward
+    assert attn._swin_fused_patch.previous is None, "second call wrapped the first patch"
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, "optimized twice")
+    assert len(spy.calls) == NUM_BLOCKS
+
+    undone = swin_fused.optimize(fast, undo=True, verbose=False)
+    assert undone.restored == first.patched and undone.patched == []
+    assert "forward" not in attn.__dict__ and not hasattr(attn, "_swin_fused_patch")
+    assert_close(fast(x), ref, "undone")
+    assert len(spy.calls) == NUM_BLOCKS, "undone model still calls the op"
+    assert list(fast.state_dict()) == list(model.state_dict())
+
+
+def test_deepcopy_and_pickle_keep_the_patch(monkeypatch):
+    model = randomized(timm_model((100, 132)))
+    x = torch.randn(1, 3, 100, 132)
+    fast, _ = optimized(model)
+    buffer = io.BytesIO()
+    torch.save(fast, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    for twin in (copy.deepcopy(fast), loaded):
+        block = twin.layers[0].blocks[1]
+        assert block._attn.args == (block,), "patch still bound to the original model"
+        spy = OpSpy(monkeypatch)
+        assert_close(twin(x), model(x), "copied optimized model")
+        assert len(spy.calls) == NUM_BLOCKS
+        assert swin_fused.optimize(twin, verbose=False).already_optimized == [
+            f"layers.{i}.blocks.{j}" for i in range(3) for j in range(2)]
+
+
+def test_report_and_verbose(capsys):
+    fast = randomized(timm_model())
+    report = swin_fused.optimize(fast)
+    printed = capsys.readouterr().out
+    assert printed.strip() == str(report)
+    assert "timm model, 6 Swin blocks" in printed and "window_attention" in printed and ": 6" in printed
+    assert report.patched[0] == "layers.0.blocks.0" and report.num_blocks == NUM_BLOCKS
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision", "official"])
+def test_non_standard_index_left_alone_with_one_warning(monkeypatch, family):
+    build = {"timm": timm_model, "torchvision": tv_model, "official": official_model}[family]
+    model = randomized(build())
+    attn_modules = [m for m in model.modules() if hasattr(m, "relative_position_index")]
+    for attn in attn_modules[1:3]:  # two blocks with a transposed (query/key swapped) index
+        n = int(attn.relative_position_index.numel() ** 0.5)
+        index = attn.relative_position_index
+        index.copy_(index.view(n, n).t().clone().reshape(index.shape))
+    x = torch.randn(1, 3, 112, 112)
+    ref = model(x)
+    fast = copy.deepcopy(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = swin_fused.optimize(fast, verbose=False)
+    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+    assert "left 2 of 6" in str(caught[0].message) and "relative_position_index" in str(caught[0].message)
+    assert len(report.patched) == 4 and len(report.left_alone) == 2
+    assert all("relative_position_index" in r for r in report.left_alone.values())
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, f"{family} with two blocks left alone")
+    assert len(spy.calls) == 4
+
+
+def test_swin_v2_left_alone():
+    v2 = pytest.importorskip("timm.models.swin_transformer_v2")
+    x = torch.randn(1, 3, 64, 64)
+    models = {
+        "torchvision": tv_model(block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2,
+                                depths=[2, 2], num_heads=[2, 4], window_size=[8, 8]),
+        "timm": v2.SwinTransformerV2(img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=8,
+                                     num_classes=10),
+    }
+    for family, model in models.items():
+        model.eval()
+        ref = model(x)
+        with pytest.warns(UserWarning, match="Swin V2") as caught:
+            report = swin_fused.optimize(model, verbose=False)
+        assert len(caught) == 1
+        assert report.family == family and report.patched == [] and len(report.left_alone) == 4
+        assert torch.equal(model(x), ref)
+
+
+def test_swin_fused_model_has_nothing_to_do():
+    model = swin_fused.SwinTransformer(img_size=64, **SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = swin_fused.optimize(model, verbose=False)
+    assert report.family == "swin_fused" and len(report.already_fused) == NUM_BLOCKS and report.patched == []
+    assert "nothing to do" in str(report)
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision", "official"])
+def test_attention_dropout_reaches_the_op(monkeypatch, family):
+    model = {"timm": lambda: timm_model(attn_drop_rate=0.25), "torchvision": lambda: tv_model(attention_dropout=0.25),
+             "official": lambda: official_model(attn_drop_rate=0.25)}[family]()
+    swin_fused.optimize(model, verbose=False)
+    spy = OpSpy(monkeypatch)
+    x = torch.randn(1, 3, 112, 112)
+    model.train()(x)
+    model.eval()(x)
+    assert [c["dropout_p"] for c in spy.calls] == [0.25] * NUM_BLOCKS + [0.0] * NUM_BLOCKS
+
+
+def test_backend_pinning_and_errors(monkeypatch):
+    model = timm_model()
+    swin_fused.optimize(model, backend="torch", verbose=False)
+    spy = OpSpy(monkeypatch)
+    with swin_fused.use_backend("auto"):
+        model(torch.randn(1, 3, 112, 112))
+    assert {c["backend"] for c in spy.calls} == {"torch"}
+    with pytest.raises(ValueError, match="'cuda'"):
+        swin_fused.optimize(model, backend="cuda")
+    with pytest.raises(TypeError, match="Module"):
+        swin_fused.optimize("swin_t")
+    with pytest.warns(UserWarning, match="no Swin blocks"):
+        report = swin_fused.optimize(torch.nn.Linear(2, 2), verbose=False)
+    assert report.family == "none" and report.num_blocks == 0
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
+def test_patched_methods_add_no_graph_break(monkeypatch):
+    """torch.compile traces the patched methods whole (the op itself is swapped for the reference here, so
+    only optimize()'s own code is judged); a pinned backend compiles too, inside the graph."""
+    def reference_op(*args, backend=None, **kwargs):
+        return window_attention_reference(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "window_attention", reference_op)
+    blocks = [randomized(timm_model((100, 132))).layers[0].blocks[1], randomized(tv_model()).features[1][1]]
+    x = torch.randn(1, 25, 33, 32)
+    for block in blocks:
+        ref = block(x)
+        swin_fused.optimize(block, verbose=False)
+        torch._dynamo.reset()
+        explained = torch._dynamo.explain(block)(x)
+        assert explained.graph_break_count == 0, [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+        assert_close(torch.compile(block, backend="eager")(x), ref, type(block).__module__)
+    swin_fused.optimize(blocks[0], backend="torch", verbose=False)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(blocks[0])(x).graph_break_count == 0
+    assert_close(torch.compile(blocks[0], backend="eager")(x), blocks[0](x), "pinned backend under compile")
