@@ -38,25 +38,32 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _autotuning() -> bool:
+    # SWIN_FUSED_AUTOTUNE=0 keeps one heuristic config per window size (fast first calls, e.g. CUDA tests).
+    return not _interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
+
+
 def _fwd_configs():
-    if _interpreting():
-        # One config survives pruning for any window (the tile the window rounds up to, at most 64): the
-        # autotuner must not benchmark under the interpreter, and a 64-wide tile for a 16-token window
-        # would only multiply the interpreter's work.
-        return [triton.Config({"BLOCK_M": b, "BLOCK_N": b}, num_warps=4, num_stages=1) for b in (16, 32, 64)]
-    shapes = [(16, 16, 2), (32, 64, 4), (64, 32, 4), (64, 64, 4), (64, 64, 8), (64, 128, 8), (128, 64, 8),
-              (128, 128, 8)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w in shapes for s in (1, 2)]
+    # (BLOCK_M, BLOCK_N, num_warps). Windows of <= 64 tokens are one tile (no key loop, so num_stages is moot);
+    # larger windows loop over key tiles.
+    shapes = [(16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (128, 64, 8),
+              (64, 128, 8), (128, 128, 8)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2 if bn < 128 else 1)
+            for bm, bn, w in shapes]
 
 
 def _prune_fwd_configs(configs, named_args, **kwargs):
-    """Drop tiles larger than the window's token count rounds up to (they only add masked lanes)."""
+    """Candidate tiles for this window: at most what its token count rounds up to (larger tiles only add
+    masked lanes). Under the interpreter, or with autotuning off, exactly one: the autotuner must not
+    benchmark through the driver there."""
     cap = max(16, triton.next_power_of_2(kwargs["WH"] * kwargs["WW"]))
-    if _interpreting():
-        return [c for c in configs if c.kwargs["BLOCK_M"] == min(64, cap)]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= cap and c.kwargs["BLOCK_N"] <= cap]
-    return kept or configs[:1]
+    if cap <= 64:
+        kept = [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
+    else:
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] >= 64 and c.kwargs["BLOCK_N"] >= 64]
+    if not _autotuning():
+        kept = [c for c in kept if c.kwargs["BLOCK_M"] == min(cap, 64) and c.kwargs["BLOCK_N"] == min(cap, 64)][:1]
+    return kept
 
 
 @triton.autotune(

@@ -31,7 +31,7 @@ from .model import (
     SwinTransformerBlock,
     WindowAttention,
 )
-from .optimize import optimize
+from .optimize import OptimizeReport, optimize
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "detect_layout",
     "CheckpointError",
     "optimize",
+    "OptimizeReport",
     "set_backend",
     "get_backend",
     "use_backend",

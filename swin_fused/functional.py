@@ -92,6 +92,16 @@ def _fused_supports(qkv: torch.Tensor, dropout_p: float, backend: Optional[str])
     return True
 
 
+def _fused_op():
+    """The fused op, imported on first use (so importing swin_fused needs neither Triton nor a GPU)."""
+    try:
+        from .ops import fused_window_attention
+    except ImportError as e:
+        raise RuntimeError(f"the 'triton' backend needs Triton (pip install triton; Linux with a CUDA GPU, or "
+                           f"TRITON_INTERPRET=1 on the CPU): {e}") from e
+    return fused_window_attention
+
+
 def window_attention(
     qkv: torch.Tensor,
     table: torch.Tensor,
@@ -137,9 +147,7 @@ def window_attention(
     if dropout_p < 0 or dropout_p >= 1:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
     if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):
-        from .ops import fused_window_attention
-
-        return fused_window_attention(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
+        return _fused_op()(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
     from .torch_path import window_attention_torch
 
     return window_attention_torch(
