@@ -66,42 +66,18 @@ def relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH: tl.constexpr, TWW: tl.conste
 
 
 @triton.jit
-def token_tile(win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
+def token_tile(b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
                WH: tl.constexpr, WW: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
-    """Everything a kernel needs about a tile of in-window tokens ``offs`` of window ``win``.
+    """Everything a kernel needs about a tile of in-window tokens ``offs`` of window ``win`` of image ``b``.
 
-    Returns (sy, sx) map row/column, ``real`` (a token of the caller's map: in the window and not
-    padding), ``valid`` (offs < Wh * Ww), in-window (ty, tx) and the shift-mask region id.
+    Returns ``tok``, the int64 row of each token in the caller's ``[B * H * W, channels]`` map (valid for
+    real tokens only), ``real`` (in the window and not padding), ``valid`` (offs < Wh * Ww), the in-window
+    coordinates (ty, tx) and the shift-mask region id.
     """
     valid = offs < WH * WW
     py, px, ty, tx = window_frame_position(win, offs, n_win_w, WH, WW)
     sy, real_y = map_position(py, shift_h, H, Hp, SHIFT_BEFORE_PAD)
     sx, real_x = map_position(px, shift_w, W, Wp, SHIFT_BEFORE_PAD)
     region = region_id(py, px, Hp, Wp, WH, WW, shift_h, shift_w)
-    return sy, sx, valid & real_y & real_x, valid, ty, tx, region
-
-
-@triton.jit
-def load_head(ptr, token_off, d, HEAD_DIM: tl.constexpr, real, valid, pad_ptr, HAS_PAD: tl.constexpr):
-    """``[tokens, BLOCK_D]`` head slice of each token; padding tokens (valid, not real) read ``pad_ptr``.
-
-    ``token_off`` is each token's int64 element offset in the natural layout (head/q|k|v offset included in
-    ``ptr`` and ``pad_ptr``); lanes past the window or past HEAD_DIM read 0.
-    """
-    dmask = d < HEAD_DIM
-    x = tl.load(ptr + token_off[:, None] + d[None, :], mask=real[:, None] & dmask[None, :], other=0.0)
-    if HAS_PAD:
-        pad = tl.load(pad_ptr + d, mask=dmask, other=0.0).to(x.dtype)
-        x = tl.where((valid & (real == 0))[:, None], pad[None, :], x)
-    return x
-
-
-@triton.jit
-def pair_bias(table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, pair_ok,
-              TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr):
-    """``[M, N]`` fp32 relative position bias of one head (+ MASK_VALUE across shift regions)."""
-    row = relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH, TWW)
-    bias = tl.load(table_ptr + row * stride_r, mask=pair_ok, other=0.0).to(tl.float32)
-    if HAS_SHIFT:
-        bias += tl.where(region_q[:, None] != region_k[None, :], MASK_VALUE, 0.0)
-    return bias
+    tok = (b.to(tl.int64) * H + sy) * W + sx
+    return tok, valid & real_y & real_x, valid, ty, tx, region

@@ -8,7 +8,7 @@ online softmax over key tiles, and writes each token's output at the token's own
 No rolled or partitioned copy, no ``[nW, N, N]`` mask and no ``[heads, N, N]`` bias tensor exist.
 
 Supports: windows up to 16x16 and non-square ones (N = Wh*Ww tokens, one tile for N <= 64, key-tile loop
-with online softmax beyond), head_dim 16..128 including non-powers of two (lanes masked), any number of
+with online softmax beyond), head_dim 1..128 including non-powers of two (lanes masked), any number of
 heads, shift 0..window-1 per axis, either shift/pad order, fp32 / fp16 / bf16 inputs (fp32 softmax and
 accumulation; fp32 dots use IEEE precision, not TF32, so fp32 matches PyTorch's fp32), a custom scale, a
 bias table larger than the window. Padding tokens are not masked: they read ``pad_qkv`` (the qkv bias).
@@ -23,24 +23,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .indexing import LOG2E, load_head, pair_bias, token_tile
+from .indexing import token_tile
+from .launch import ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, interpreting  # noqa: F401
+from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
-
-#: Error floors per dtype (absolute, on unit-scale inputs): tests allow err <= 2 * err(PyTorch) + floor.
-ERROR_FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_HEAD_DIM = 128
-MAX_WINDOW_AREA = 256
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _autotuning() -> bool:
     # SWIN_FUSED_AUTOTUNE=0 keeps one heuristic config per window size (fast first calls, e.g. CUDA tests).
-    return not _interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
+    return not interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
 
 
 def _fwd_configs():
@@ -74,9 +66,7 @@ def _prune_fwd_configs(configs, named_args, **kwargs):
 @triton.jit
 def _window_attention_fwd_kernel(
     QKV, PAD, TABLE, OUT, LSE,
-    stride_qb, stride_qh, stride_qw,
-    stride_ob, stride_oh, stride_ow,
-    stride_tr, stride_th,
+    qkv_row_stride, out_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     C, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -91,33 +81,27 @@ def _window_attention_fwd_kernel(
     pid = tl.program_id(0)
     head = tl.program_id(1)
     window = pid // M_TILES  # over the batch: b * n_win + win
-    b = (window // n_win).to(tl.int64)
+    b = window // n_win
     win = window % n_win
+    table_ptr = TABLE + head * stride_th
 
     d = tl.arange(0, BLOCK_D)
     offs_m = (pid % M_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
-    sy, sx, real_m, valid_m, ty_m, tx_m, region_m = token_tile(
-        win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
-    q_off = b * stride_qb + sy.to(tl.int64) * stride_qh + sx.to(tl.int64) * stride_qw
-    q = load_head(QKV + head * HEAD_DIM, q_off, d, HEAD_DIM, real_m, valid_m, PAD + head * HEAD_DIM, HAS_PAD)
+    tok_m, real_m, valid_m, ty_m, tx_m, region_m = token_tile(
+        b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+    q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
+                  PAD + head * HEAD_DIM, HAS_PAD)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for n_tile in tl.static_range(N_TILES):
+    for n_tile in tl.static_range(N_TILES):  # one iteration for windows of <= BLOCK_N tokens
         offs_n = n_tile * BLOCK_N + tl.arange(0, BLOCK_N)
-        ky, kx, real_n, valid_n, ty_n, tx_n, region_n = token_tile(
-            win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
-        kv_off = b * stride_qb + ky.to(tl.int64) * stride_qh + kx.to(tl.int64) * stride_qw
-        k = load_head(QKV + C + head * HEAD_DIM, kv_off, d, HEAD_DIM, real_n, valid_n,
-                      PAD + C + head * HEAD_DIM, HAS_PAD)
-        v = load_head(QKV + 2 * C + head * HEAD_DIM, kv_off, d, HEAD_DIM, real_n, valid_n,
-                      PAD + 2 * C + head * HEAD_DIM, HAS_PAD)
-        # Scores in base-2 units: (q.k * scale + bias + mask) * log2(e), so the softmax can use exp2.
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-        bias = pair_bias(TABLE + head * stride_th, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
-                         valid_m[:, None] & valid_n[None, :], TWH, TWW, HAS_SHIFT)
-        s = tl.where(valid_n[None, :], s + bias * LOG2E, float("-inf"))
+        tok_n, real_n, valid_n, ty_n, tx_n, region_n = token_tile(
+            b, win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+        k, v = load_kv(QKV, PAD, tok_n, qkv_row_stride, d, C, head, HEAD_DIM, real_n, valid_n, HAS_PAD)
+        s = scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
+                        valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -125,12 +109,9 @@ def _window_attention_fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
 
-    out = acc / l_i[:, None]
-    o_off = b * stride_ob + sy.to(tl.int64) * stride_oh + sx.to(tl.int64) * stride_ow
-    tl.store(OUT + head * HEAD_DIM + o_off[:, None] + d[None, :], out.to(OUT.dtype.element_ty),
-             mask=real_m[:, None] & (d < HEAD_DIM)[None, :])
+    store_head(OUT + head * HEAD_DIM, tok_m, out_row_stride, d, HEAD_DIM, real_m, acc / l_i[:, None])
     if STORE_LSE:
-        tl.store(LSE + (window.to(tl.int64) * tl.num_programs(1) + head) * N + offs_m, m_i + tl.log2(l_i),
+        tl.store(LSE + (window * tl.num_programs(1) + head).to(tl.int64) * N + offs_m, m_i + tl.log2(l_i),
                  mask=valid_m)
 
 
@@ -151,72 +132,38 @@ def window_attention_fwd(
     """Launch the fused forward.
 
     Args:
-        qkv: ``[B, H, W, 3 * heads * head_dim]`` (channels contiguous; other strides free).
-        table: ``[(2TWh-1)(2TWw-1), heads]``, any float dtype (read in fp32).
+        qkv: ``[B, H, W, 3 * heads * head_dim]`` (copied only if its rows do not flatten, see ``as_rows``).
+        table: ``[(2TWh-1)(2TWw-1), heads]``, any float dtype (read in fp32), any strides.
         num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window: as
             :func:`swin_fused.window_attention`.
-        out: optional ``[B, H, W, heads * head_dim]`` buffer in qkv's dtype (channels contiguous) to write.
+        out: optional ``[B, H, W, heads * head_dim]`` buffer in qkv's dtype, rows as ``as_rows`` takes them.
         return_lse: also return the base-2 log-sum-exp ``[B * nW, heads, Wh * Ww]`` fp32 for the backward.
 
     Returns:
         ``(out, lse or None)``.
     """
-    B, H, W, C3 = qkv.shape
-    C = C3 // 3
-    head_dim = C // num_heads
-    (wh, ww), (sh, sw) = window, shift
-    twh, tww = table_window or window
-    check_kernel_inputs(qkv, table, head_dim, wh * ww)
-    qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
-    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
-    n_win_w = Wp // ww
-    n_win = (Hp // wh) * n_win_w
-    has_pad = (Hp, Wp) != (H, W)
+    g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
+    check_kernel_inputs(qkv, table, g.head_dim, g.tokens)
+    qkv_rows, qkv_stride = as_rows(qkv)
     if out is None:
-        out = torch.empty((B, H, W, C), device=qkv.device, dtype=qkv.dtype)
-    elif out.shape != (B, H, W, C) or out.dtype != qkv.dtype or out.stride(-1) != 1:
-        raise ValueError(f"out must be a [B, H, W, C] = {(B, H, W, C)} {qkv.dtype} tensor with contiguous "
-                         f"channels, got {tuple(out.shape)} {out.dtype} strides {out.stride()}")
-    lse = torch.empty((B * n_win, num_heads, wh * ww), device=qkv.device, dtype=torch.float32) if return_lse else out
-    # Without pad_qkv, padding tokens are zeros: the masked loads already return 0 for them.
-    use_pad = has_pad and pad_qkv is not None
-    pad = pad_qkv.to(qkv.dtype).contiguous() if use_pad else qkv
-    scale = head_dim**-0.5 if scale is None else scale
+        out = torch.empty((g.B, g.H, g.W, g.C), device=qkv.device, dtype=qkv.dtype)
+    out_rows, out_stride = as_rows(out)
+    if out.shape != (g.B, g.H, g.W, g.C) or out.dtype != qkv.dtype or out_rows.data_ptr() != out.data_ptr():
+        raise ValueError(f"out must be a [B, H, W, C] = {(g.B, g.H, g.W, g.C)} {qkv.dtype} tensor whose rows "
+                         f"flatten, got {tuple(out.shape)} {out.dtype} strides {out.stride()}")
+    lse = (torch.empty((g.B * g.n_win, num_heads, g.tokens), device=qkv.device, dtype=torch.float32)
+           if return_lse else out_rows)
+    pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
+    scale = g.head_dim**-0.5 if scale is None else scale
 
     def grid(meta):
-        return (B * n_win * triton.cdiv(wh * ww, meta["BLOCK_M"]), num_heads)
+        return (g.B * g.n_win * triton.cdiv(g.tokens, meta["BLOCK_M"]), num_heads)
 
     _window_attention_fwd_kernel[grid](
-        qkv, pad, table, out, lse,
-        qkv.stride(0), qkv.stride(1), qkv.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        table.stride(0), table.stride(1),
-        H, W, Hp, Wp, n_win_w, n_win, sh, sw,
-        C, scale * 1.4426950408889634,
-        HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        WH=wh, WW=ww, TWH=twh, TWW=tww,
-        HAS_PAD=use_pad, HAS_SHIFT=bool(sh or sw), SHIFT_BEFORE_PAD=bool(shift_before_pad),
-        STORE_LSE=return_lse,
-        DOT_PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",
+        qkv_rows, pad, table, out_rows, lse,
+        qkv_stride, out_stride, table.stride(0), table.stride(1),
+        *g.geometry_args(),
+        g.C, scale * LOG2E,
+        STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad),
     )
     return out, (lse if return_lse else None)
-
-
-def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int) -> None:
-    """What the kernels support, checked at launch with messages that name the value."""
-    if qkv.dtype not in SUPPORTED_DTYPES:
-        raise TypeError(f"fused window attention supports float32, float16 and bfloat16, got {qkv.dtype}; "
-                        f"use the 'torch' backend for other dtypes")
-    if not table.is_floating_point():
-        raise TypeError(f"relative position bias table must be floating point, got {table.dtype}")
-    if not 1 <= head_dim <= MAX_HEAD_DIM:
-        raise ValueError(f"fused window attention supports head_dim 1..{MAX_HEAD_DIM}, got {head_dim}")
-    if window_area > MAX_WINDOW_AREA:
-        raise ValueError(f"fused window attention supports windows of up to {MAX_WINDOW_AREA} tokens "
-                         f"(16x16), got {window_area}")
-    if qkv.device != table.device:
-        raise ValueError(f"qkv is on {qkv.device} but the table is on {table.device}")
-    if qkv.device.type != "cuda" and not _interpreting():
-        raise RuntimeError(f"fused window attention got a tensor on {qkv.device}: the Triton kernels run on CUDA, "
-                           f"or on the CPU only through Triton's interpreter (set TRITON_INTERPRET=1 before "
-                           f"importing swin_fused); use the 'torch' or 'auto' backend on the CPU")

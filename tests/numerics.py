@@ -6,7 +6,7 @@ declares it).
 """
 import torch
 
-from swin_fused.kernels.window_attention_fwd import ERROR_FLOOR
+from swin_fused.kernels.launch import ERROR_FLOOR
 
 
 def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -1,0 +1,124 @@
+"""What both launchers share: support checks, the window grid of a call, and tensors as ``[rows, channels]``.
+
+Everything here is plain Python run at launch time; nothing touches CUDA at import.
+"""
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import triton
+
+Pair = Tuple[int, int]
+
+#: Error floors per dtype (absolute, on unit-scale inputs): tests allow err <= 2 * err(PyTorch) + floor.
+ERROR_FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_HEAD_DIM = 128
+MAX_WINDOW_AREA = 256
+LOG2E = 1.4426950408889634
+
+
+def interpreting() -> bool:
+    """True when kernels run on the CPU through Triton's interpreter (fixed when the kernels were imported)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int) -> None:
+    """What the kernels support, checked at launch with messages that name the value."""
+    if qkv.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"fused window attention supports float32, float16 and bfloat16, got {qkv.dtype}; "
+                        f"use the 'torch' backend for other dtypes")
+    if not table.is_floating_point():
+        raise TypeError(f"relative position bias table must be floating point, got {table.dtype}")
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(f"fused window attention supports head_dim 1..{MAX_HEAD_DIM}, got {head_dim}")
+    if window_area > MAX_WINDOW_AREA:
+        raise ValueError(f"fused window attention supports windows of up to {MAX_WINDOW_AREA} tokens "
+                         f"(16x16), got {window_area}")
+    if qkv.device != table.device:
+        raise ValueError(f"qkv is on {qkv.device} but the table is on {table.device}")
+    if qkv.device.type != "cuda" and not interpreting():
+        raise RuntimeError(f"fused window attention got a tensor on {qkv.device}: the Triton kernels run on CUDA, "
+                           f"or on the CPU only through Triton's interpreter (set TRITON_INTERPRET=1 before "
+                           f"importing swin_fused); use the 'torch' or 'auto' backend on the CPU")
+
+
+def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """``[B, H, W, ch]`` as ``[B * H * W, ch]`` rows with contiguous channels, and the stride between rows.
+
+    Any map whose batch and spatial dimensions flatten into evenly spaced rows (contiguous tensors, channel
+    slices of wider ones, expanded rows) goes through without a copy; anything else is made contiguous.
+    """
+    ch = x.shape[-1]
+    try:
+        rows = x.view(-1, ch)
+    except RuntimeError:  # the dimensions do not flatten
+        rows = None
+    if rows is None or (ch > 1 and rows.stride(1) != 1):
+        rows = x.contiguous().view(-1, ch)
+    return rows, rows.stride(0)
+
+
+class WindowGrid(NamedTuple):
+    """The windows of one call: map, padded map, window and shift, and what the kernels specialize on."""
+
+    B: int
+    H: int
+    W: int
+    C: int  # heads * head_dim
+    num_heads: int
+    head_dim: int
+    Hp: int
+    Wp: int
+    window: Pair
+    shift: Pair
+    table_window: Pair
+    shift_before_pad: bool
+
+    @classmethod
+    def of(cls, qkv: torch.Tensor, num_heads: int, window: Pair, shift: Pair, table_window: Optional[Pair],
+           shift_before_pad: bool) -> "WindowGrid":
+        B, H, W, C3 = qkv.shape
+        wh, ww = window
+        return cls(B, H, W, C3 // 3, num_heads, C3 // 3 // num_heads, -(-H // wh) * wh, -(-W // ww) * ww,
+                   tuple(window), tuple(shift), tuple(table_window or window), bool(shift_before_pad))
+
+    @property
+    def n_win_w(self) -> int:
+        return self.Wp // self.window[1]
+
+    @property
+    def n_win(self) -> int:
+        """Windows per image."""
+        return (self.Hp // self.window[0]) * self.n_win_w
+
+    @property
+    def tokens(self) -> int:
+        """Tokens per window, N."""
+        return self.window[0] * self.window[1]
+
+    @property
+    def padded(self) -> bool:
+        return (self.Hp, self.Wp) != (self.H, self.W)
+
+    def pad_vector(self, pad_qkv: Optional[torch.Tensor], qkv: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """``(pad, HAS_PAD)``. Without pad_qkv, padding tokens are zeros: the masked loads already give 0."""
+        if self.padded and pad_qkv is not None:
+            return pad_qkv.to(qkv.dtype).contiguous(), True
+        return qkv, False  # never read
+
+    def geometry_args(self) -> tuple:
+        """Runtime arguments every kernel takes, in order: H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w."""
+        return (self.H, self.W, self.Hp, self.Wp, self.n_win_w, self.n_win, self.shift[0], self.shift[1])
+
+    def constexprs(self, dtype: torch.dtype, has_pad: bool) -> dict:
+        """Compile-time arguments every kernel takes."""
+        return dict(
+            HEAD_DIM=self.head_dim, BLOCK_D=max(16, triton.next_power_of_2(self.head_dim)),
+            WH=self.window[0], WW=self.window[1], TWH=self.table_window[0], TWW=self.table_window[1],
+            HAS_PAD=has_pad, HAS_SHIFT=any(self.shift), SHIFT_BEFORE_PAD=self.shift_before_pad,
+            # fp32 dots in IEEE precision, not TF32: fp32 results must match PyTorch's fp32.
+            DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        )
