@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from .indexing import token_tile
-from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs
+from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args
 from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -235,12 +235,20 @@ def window_attention_bwd(
         ``(dqkv, dtable, dpad)``: dtable fp32 in the table's shape; dpad ``[3C]`` fp32 (zero q part), or
         None when nothing is padded or ``pad_qkv`` is None.
     """
+    check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
     check_kernel_inputs(qkv, table, g.head_dim, N)
+    if tuple(out.shape) != (g.B, g.H, g.W, g.C) or tuple(dout.shape) != tuple(out.shape):
+        raise ValueError(f"out and dout must be [B, H, W, C] = {(g.B, g.H, g.W, g.C)} like the forward's output, "
+                         f"got {tuple(out.shape)} and {tuple(dout.shape)}")
+    if tuple(lse.shape) != (g.B * g.n_win, num_heads, N) or lse.dtype != torch.float32:
+        raise ValueError(f"lse must be the forward's float32 [B * nW, heads, N] = {(g.B * g.n_win, num_heads, N)} "
+                         f"log-sum-exp (window_attention_fwd(..., return_lse=True)), got {tuple(lse.shape)} "
+                         f"{lse.dtype}")
     qkv_rows, qkv_stride = as_rows(qkv)
     out_rows, out_stride = as_rows(out)
-    dout_rows, dout_stride = as_rows(dout)
+    dout_rows, dout_stride = as_rows(dout.to(qkv.dtype))  # tl.dot needs dO in the operands' dtype
     if dqkv is None:
         dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
     dqkv_rows, dqkv_stride = as_rows(dqkv)
