@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HAS_CUDA
 
 import swin_fused
 from swin_fused import backend, get_backend, set_backend, use_backend
@@ -150,15 +151,16 @@ def dispatch_log(monkeypatch):
 
 
 @pytest.mark.parametrize("name, dtype, dropout_p, expected", [
-    ("auto", torch.float32, 0.0, "torch"),  # CPU tensor
+    ("auto", torch.float32, 0.0, "triton" if HAS_CUDA else "torch"),  # CUDA where there is a GPU, else CPU
     ("torch", torch.float32, 0.0, "torch"),
     ("triton", torch.float32, 0.0, "triton"),  # CPU: Triton interpreter
     ("triton", torch.float32, 0.1, "torch"),  # attention dropout runs on the PyTorch path
     ("auto", torch.float64, 0.0, "torch"),
 ])
 def test_window_attention_dispatches_on_the_backend(dispatch_log, name, dtype, dropout_p, expected):
-    qkv = torch.randn(1, 5, 6, 3 * 2 * 16, dtype=dtype)  # 2 heads of 16 on a 5 x 6 map, window 2, shift 1
-    table = torch.randn(3 * 3, 2, dtype=dtype)
+    device = "cuda" if HAS_CUDA else "cpu"  # the compiled kernels (TRITON_INTERPRET=0) need CUDA tensors
+    qkv = torch.randn(1, 5, 6, 3 * 2 * 16, dtype=dtype, device=device)  # 2 heads of 16, 5 x 6 map, window 2
+    table = torch.randn(3 * 3, 2, dtype=dtype, device=device)
     with use_backend(name):
         out = swin_fused.window_attention(qkv, table, 2, 2, 1, dropout_p=dropout_p)
     assert out.shape == (1, 5, 6, 32)

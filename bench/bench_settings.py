@@ -1,0 +1,37 @@
+"""Scope of the benchmark suites, decided once from the device (imported by conftest.py and every suite).
+
+Importing it first also pins ``TRITON_INTERPRET=0`` (when unset) before anything imports the kernels.
+"""
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "0")
+
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from swin_fused.benchmarking import resolve_device  # noqa: E402
+
+DEVICE = resolve_device()
+ON_CUDA = DEVICE.type == "cuda"
+DTYPE = torch.bfloat16 if ON_CUDA else torch.float32
+OP_BATCH = int(os.environ.get("SWIN_FUSED_BENCH_BATCH", 128 if ON_CUDA else 2))
+#: (rounds, warmup rounds) per benchmark: enough for a stable median on a GPU, short on 2 CPU cores.
+OP_ROUNDS = (20, 3) if ON_CUDA else (5, 1)
+MODEL_ROUNDS = (6, 2) if ON_CUDA else (3, 1)
+NO_CUDA = "needs CUDA (no GPU on this machine): the CPU run keeps to the PyTorch paths at small sizes"
+
+BUDGET_S = float(os.environ.get("SWIN_FUSED_BENCH_BUDGET_S", "0") or 0)
+START = time.monotonic()
+#: Each finished benchmark is also appended here as one JSON line, so a run cut short keeps its results.
+JSONL = os.environ.get("SWIN_FUSED_BENCH_JSONL", "")
+
+
+def selected(name: str, variable: str, default: str = "all") -> bool:
+    """Whether ``name`` passes the comma-separated substring filter in ``$variable`` ("all", "none")."""
+    spec = (os.environ.get(variable) or default).strip()
+    if spec == "all":
+        return True
+    if spec == "none":
+        return False
+    return any(part.strip() and part.strip() in name for part in spec.split(","))

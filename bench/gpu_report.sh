@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One prepared command for a GPU machine: environment, the test suite on CUDA, op/block/model benchmarks,
+# profile, roofline and the results table, then Markdown + PNG summaries, all written into one folder.
+#
+#   bench/gpu_report.sh [OUTDIR]        # default: $OUT, else ./gpu-report-<date>
+#
+# Bounded: every step has its own `timeout`, and the limits add up to under 6 minutes (REPORT_SCALE=2
+# doubles them). Benchmarks also stop themselves before their limit (SWIN_FUSED_BENCH_BUDGET_S) and append
+# each result to bench.jsonl as they go, so a step cut short still leaves its numbers. A failing step is
+# recorded in steps.txt and the report goes on. Works offline: the package is installed with --no-deps
+# (REPORT_SKIP_INSTALL=1 skips that, for an environment that already has it).
+set -u -o pipefail
+
+OUTDIR="${1:-${OUT:-./gpu-report-$(date +%Y%m%d-%H%M%S)}}"
+mkdir -p "$OUTDIR"
+OUTDIR="$(cd "$OUTDIR" && pwd)"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
+export SWIN_FUSED_BENCH_JSONL="$OUTDIR/bench.jsonl"
+SCALE="${REPORT_SCALE:-1}"
+: > "$OUTDIR/steps.txt"
+
+step() {  # step NAME LIMIT_S COMMAND...: run with a hard time limit, log rc and duration
+    local name=$1 limit=$(( $2 * SCALE )); shift 2
+    local start=$SECONDS
+    echo "=== [$name] (limit ${limit}s) $*"
+    timeout --kill-after=5 "$limit" "$@"
+    local rc=$?
+    echo "=== [$name] rc=$rc in $(( SECONDS - start ))s"
+    echo "$name rc=$rc $(( SECONDS - start ))s" >> "$OUTDIR/steps.txt"
+}
+
+{
+    echo "swin_fused GPU report -> $OUTDIR ($(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
+
+    if [ -z "${REPORT_SKIP_INSTALL:-}" ]; then
+        step install 20 python -m pip install --no-deps --no-build-isolation -q -e .
+    fi
+    step env 15 python -c "
+import torch, triton, importlib
+print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else 'NONE', '| torch', torch.__version__,
+      '| cuda', torch.version.cuda, '| triton', triton.__version__)
+for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib', 'numpy'):
+    try: print(m, importlib.import_module(m).__version__)
+    except Exception as e: print(m, 'unavailable:', e)
+"
+    # The whole suite with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine).
+    step tests 75 python -m pytest tests -q --maxfail=5 -p no:cacheprovider --junitxml="$OUTDIR/tests.xml"
+
+    # Op (all stage shapes, batch 128 bf16; FlexAttention on the stage-1 shapes only: it compiles per shape)
+    # and one block per Swin-T stage.
+    step bench-op 70 env SWIN_FUSED_BENCH_BUDGET_S=50 SWIN_FUSED_BENCH_FLEX="T/S s1" \
+        python -m pytest bench/test_bench_op.py bench/test_bench_block.py --benchmark-only -q -p no:cacheprovider \
+        --benchmark-json="$OUTDIR/bench-op.json"
+    # Whole models, eager: fused vs PyTorch path vs timm vs torchvision, inference and training step.
+    step bench-models 50 env SWIN_FUSED_BENCH_BUDGET_S=35 \
+        python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
+        --benchmark-json="$OUTDIR/bench-models.json"
+    # torch.compile rows, Swin-T inference (each compile takes tens of seconds).
+    step bench-compiled 40 env SWIN_FUSED_BENCH_BUDGET_S=15 SWIN_FUSED_BENCH_MODELS=tiny \
+        python -m pytest bench/test_bench_models.py -k "compiled and infer" --benchmark-only -q -p no:cacheprovider \
+        --benchmark-json="$OUTDIR/bench-compiled.json"
+
+    step profile 20 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
+        --trace "$OUTDIR/profile-trace.json"
+    step roofline 20 python -m swin_fused roofline --iters 10 --no-progress --json "$OUTDIR/roofline.json"
+    step table 25 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
+
+    if [ -s "$OUTDIR/bench.jsonl" ]; then
+        step summarize 5 python bench/summarize.py "$OUTDIR/bench.jsonl" -o "$OUTDIR/RESULTS.md"
+        step plots 10 python -m swin_fused plot "$OUTDIR/bench.jsonl" -o "$OUTDIR/plots"
+        cat "$OUTDIR/RESULTS.md" 2>/dev/null
+    fi
+    echo "=== steps"; cat "$OUTDIR/steps.txt"
+} 2>&1 | tee "$OUTDIR/log"

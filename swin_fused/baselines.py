@@ -1,0 +1,212 @@
+"""What the fused kernels are measured against: window-attention implementations and whole-model builders.
+
+Op implementations (all ``fn(qkv, table, shape, scale=None) -> out`` on a ``[B, H, W, 3C]`` map):
+
+- ``fused``: :func:`swin_fused.window_attention` on the Triton backend (CUDA only in benchmarks);
+- ``torch_path``: the same call on the package's PyTorch backend (:mod:`swin_fused.torch_path`);
+- ``reference``: :func:`swin_fused.reference.window_attention_reference`, the spec the tests use: roll,
+  partition, matmul, bias, mask, softmax, matmul, reverse, as the official code does it;
+- ``sdpa``: the reference's data movement with ``F.scaled_dot_product_attention`` and the bias + shift mask
+  materialized as one ``[B*nW, heads, N, N]`` additive mask (timm's fused-attention path);
+- ``flex``: FlexAttention with a ``score_mod`` adding bias and mask from ``[heads, N, N]`` / ``[nW, N, N]``
+  tensors (CUDA only, compiled).
+
+Model builders give the package's model and timm's / torchvision's equivalents of a named config.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backend import use_backend
+from .costs import OpShape
+from .functional import window_attention
+from .geometry import pad_map, padded_size, shift_mask, window_partition, window_reverse
+from .reference import relative_position_bias, window_attention_reference
+
+__all__ = [
+    "OP_IMPLS",
+    "op_unavailable_reason",
+    "make_op_inputs",
+    "MODEL_SOURCES",
+    "TORCHVISION_NAMES",
+    "build_model",
+    "model_unavailable_reason",
+]
+
+OpFn = Callable[..., torch.Tensor]
+
+
+def _fused(qkv, table, shape: OpShape, scale=None):
+    with use_backend("triton"):
+        return window_attention(qkv, table, shape.heads, shape.window, shape.shift, scale)
+
+
+def _torch_path(qkv, table, shape: OpShape, scale=None):
+    with use_backend("torch"):
+        return window_attention(qkv, table, shape.heads, shape.window, shape.shift, scale)
+
+
+def _reference(qkv, table, shape: OpShape, scale=None):
+    return window_attention_reference(qkv, table, shape.heads, shape.window, shape.shift, scale)
+
+
+def _partition_qkv(qkv: torch.Tensor, shape: OpShape):
+    """Pad, roll, partition as the reference does; q, k, v ``[B*nW, heads, N, hd]``."""
+    B, H, W, _ = qkv.shape
+    (wh, ww), (sh, sw) = shape.window, shape.shift
+    Hp, Wp = padded_size(H, wh), padded_size(W, ww)
+    x = pad_map(qkv, Hp, Wp)
+    if sh or sw:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    windows = window_partition(x, shape.window)  # B*nW, N, 3C
+    q, k, v = windows.view(windows.shape[0], wh * ww, 3, shape.heads, shape.head_dim).permute(2, 0, 3, 1, 4)
+    return q, k, v, Hp, Wp
+
+
+def _merge_windows(out: torch.Tensor, shape: OpShape, B: int, H: int, W: int, Hp: int, Wp: int):
+    """``[B*nW, heads, N, hd]`` -> ``[B, H, W, C]``: reverse partition, roll back, crop."""
+    out = out.transpose(1, 2).reshape(out.shape[0], -1, shape.dim)
+    x = window_reverse(out, shape.window, Hp, Wp)
+    if any(shape.shift):
+        x = torch.roll(x, shifts=shape.shift, dims=(1, 2))
+    return x[:, :H, :W].contiguous()
+
+
+def _sdpa(qkv, table, shape: OpShape, scale=None):
+    B, H, W, _ = qkv.shape
+    q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
+    N = q.shape[2]
+    mask = relative_position_bias(table, shape.window).to(qkv.dtype).unsqueeze(0)  # 1, heads, N, N
+    if any(shape.shift):
+        shifted = shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device, dtype=qkv.dtype)  # nW, N, N
+        mask = (mask + shifted.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(-1, shape.heads, N, N)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return _merge_windows(out, shape, B, H, W, Hp, Wp)
+
+
+def _flex_core(q, k, v, bias, region_mask: Optional[torch.Tensor], scale: Optional[float]):
+    """FlexAttention with bias ``[heads, N, N]`` and an optional region mask ``[nW, N, N]`` (batch = B * nW)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if region_mask is None:
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[h, q_idx, kv_idx]
+    else:
+        n_win = region_mask.shape[0]
+
+        def score_mod(score, b, h, q_idx, kv_idx):
+            return score + bias[h, q_idx, kv_idx] + region_mask[b % n_win, q_idx, kv_idx]
+    return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex():
+    # Compiled once; Dynamo specializes per shape (dynamic=False), the FlexAttention kernel is generated inside.
+    return torch.compile(_flex_core, dynamic=False)
+
+
+def _flex(qkv, table, shape: OpShape, scale=None):
+    B, H, W, _ = qkv.shape
+    q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
+    bias = relative_position_bias(table, shape.window)  # heads, N, N (differentiable)
+    region_mask = (shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device) if any(shape.shift)
+                   else None)  # nW, N, N
+    out = _compiled_flex()(q.contiguous(), k.contiguous(), v.contiguous(), bias, region_mask, scale)
+    return _merge_windows(out, shape, B, H, W, Hp, Wp)
+
+
+OP_IMPLS: Dict[str, OpFn] = {
+    "fused": _fused,
+    "torch_path": _torch_path,
+    "reference": _reference,
+    "sdpa": _sdpa,
+    "flex": _flex,
+}
+
+
+def op_unavailable_reason(impl: str, device: torch.device) -> Optional[str]:
+    """Why ``impl`` cannot be benchmarked on ``device`` (None when it can)."""
+    from .benchmarking import cuda_unavailable_reason, fused_unavailable_reason
+
+    if impl not in OP_IMPLS:
+        raise ValueError(f"unknown implementation {impl!r}; expected one of {', '.join(OP_IMPLS)}")
+    if impl == "fused":
+        return fused_unavailable_reason(device)
+    if impl == "flex":
+        reason = cuda_unavailable_reason(device)
+        if reason:
+            return f"FlexAttention is benchmarked compiled on CUDA only: {reason}"
+        try:
+            import torch.nn.attention.flex_attention  # noqa: F401
+        except ImportError:
+            return f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+    return None
+
+
+def make_op_inputs(shape: OpShape, batch: int, dtype: torch.dtype, device: torch.device,
+                   requires_grad: bool = False, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random ``qkv [B, H, W, 3C]`` in ``dtype`` and an fp32 bias ``table`` (as a model under AMP has them)."""
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(shape.qkv_shape(batch), generator=gen).to(device=device, dtype=dtype)
+    table = (0.02 * torch.randn(shape.table_rows, shape.heads, generator=gen)).to(device)
+    return qkv.requires_grad_(requires_grad), table.requires_grad_(requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+#: Where a model comes from: the package (``ours``), timm, torchvision.
+MODEL_SOURCES = ("ours", "timm", "torchvision")
+
+#: torchvision builds only the 224-pixel, window-7 configs.
+TORCHVISION_NAMES = {
+    "swin_tiny_patch4_window7_224": "swin_t",
+    "swin_small_patch4_window7_224": "swin_s",
+    "swin_base_patch4_window7_224": "swin_b",
+}
+
+
+def model_unavailable_reason(source: str, name: str) -> Optional[str]:
+    """Why ``source`` cannot build ``name`` here (None when it can)."""
+    if source == "ours":
+        return None
+    if source == "timm":
+        try:
+            import timm
+        except ImportError:
+            return "timm is not installed (pip install 'swin-fused[interop]')"
+        if name not in timm.list_models(name):
+            return f"timm {timm.__version__} has no model {name!r}"
+        return None
+    if source == "torchvision":
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            return "torchvision is not installed (pip install 'swin-fused[interop]')"
+        if name not in TORCHVISION_NAMES:
+            return f"torchvision has no {name} (it builds {', '.join(TORCHVISION_NAMES)})"
+        return None
+    raise ValueError(f"unknown model source {source!r}; expected one of {', '.join(MODEL_SOURCES)}")
+
+
+def build_model(source: str, name: str, device: torch.device) -> nn.Module:
+    """A randomly initialised ``name`` from ``source``, built directly on ``device`` (fast init on GPUs)."""
+    reason = model_unavailable_reason(source, name)
+    if reason:
+        raise RuntimeError(reason)
+    with torch.device(device):
+        if source == "ours":
+            from .configs import create_model
+
+            return create_model(name)
+        if source == "timm":
+            import timm
+
+            return timm.create_model(name, pretrained=False)
+        import torchvision
+
+        return getattr(torchvision.models, TORCHVISION_NAMES[name])(weights=None)

@@ -1,0 +1,140 @@
+"""Read pytest-benchmark JSON written by ``bench/`` and turn it into Markdown tables.
+
+Used by ``bench/summarize.py`` (tables for bench/results/ and the README) and :mod:`swin_fused.plots`.
+Each benchmark's ``extra_info`` (written by bench/conftest.py) says what it measured: ``kind`` (op, block,
+model), ``impl``, ``mode``, ``shape`` or ``model``, ``batch``, ``dtype``, device and versions.
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report"]
+
+#: Column order of implementations in tables and plots; unknown ones follow in first-seen order.
+IMPL_ORDER = (
+    "fused", "torch_path", "reference", "sdpa", "flex", "timm",
+    "ours-fused-eager", "ours-fused-compiled", "ours-torch_path-eager",
+    "timm-eager", "timm-compiled", "torchvision-eager", "torchvision-compiled",
+)
+
+
+@dataclass
+class Result:
+    """One benchmark: what ran (kind/impl/mode/subject) and its median seconds per call."""
+
+    kind: str
+    impl: str
+    mode: str
+    subject: str  # op/block shape name, or model name
+    median_s: float
+    batch: Optional[int] = None
+    extra: Dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> Optional[float]:
+        return self.batch / self.median_s if self.kind == "model" and self.batch else None
+
+
+def load_results(path: str) -> Tuple[List[Result], Dict]:
+    """``(results, environment)`` from a ``--benchmark-json`` file, or from the JSON-lines file bench/ appends
+    to (``SWIN_FUSED_BENCH_JSONL``). Benchmarks without our extra_info are skipped; ``environment`` is the
+    first benchmark's device/dtype/versions/commit."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as error:
+        raise ValueError(f"cannot read benchmark JSON {path!r}: {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:  # JSON lines: one benchmark per line
+            data = {"benchmarks": [json.loads(line) for line in text.splitlines() if line.strip()]}
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path!r} is neither pytest-benchmark JSON nor JSON lines: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(f"{path!r} is not pytest-benchmark JSON (no 'benchmarks' list)")
+    results, env = [], {}
+    for bench in data["benchmarks"]:
+        if not isinstance(bench, dict):
+            continue
+        info = bench.get("extra_info") or {}
+        if "kind" not in info or "stats" not in bench:
+            continue
+        subject = info.get("shape") or info.get("model") or bench.get("name", "?")
+        results.append(Result(info["kind"], info.get("impl", "?"), info.get("mode", ""), subject,
+                              float(bench["stats"]["median"]), info.get("batch"), info))
+        if not env:
+            env = {k: info[k] for k in ("device", "dtype", "torch", "triton", "cuda", "commit") if k in info}
+    return results, env
+
+
+def _impl_key(impl: str, seen: Sequence[str]) -> Tuple[int, int]:
+    return (IMPL_ORDER.index(impl), 0) if impl in IMPL_ORDER else (len(IMPL_ORDER), list(seen).index(impl))
+
+
+def pivot(results: Iterable[Result], kind: str, mode: str) -> Tuple[List[str], "OrderedDict[str, Dict[str, Result]]"]:
+    """``(impls, {subject: {impl: result}})`` for one kind and mode, subjects in first-seen order."""
+    table: "OrderedDict[str, Dict[str, Result]]" = OrderedDict()
+    seen: List[str] = []
+    for r in results:
+        if r.kind != kind or r.mode != mode:
+            continue
+        table.setdefault(r.subject, {})[r.impl] = r
+        if r.impl not in seen:
+            seen.append(r.impl)
+    return sorted(seen, key=lambda i: _impl_key(i, seen)), table
+
+
+def _speedup_target(impls: Sequence[str]) -> Optional[str]:
+    for candidate in ("fused", "ours-fused-eager", "torch_path", "ours-torch_path-eager"):
+        if candidate in impls:
+            return candidate
+    return None
+
+
+def _markdown_table(kind: str, mode: str, results: List[Result]) -> Optional[str]:
+    impls, table = pivot(results, kind, mode)
+    if not table:
+        return None
+    model = kind == "model"
+    target = _speedup_target(impls)
+    unit = "images/s" if model else "ms"
+    header = (["model", "batch"] if model else ["shape"]) + [f"{i} ({unit})" for i in impls]
+    if target:
+        header.append(f"{target}: speedup vs best other")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for subject, row in table.items():
+        cells = [subject] + ([str(next(iter(row.values())).batch)] if model else [])
+        for impl in impls:
+            r = row.get(impl)
+            cells.append("—" if r is None else (f"{r.images_per_s:,.1f}" if model else f"{1e3 * r.median_s:.3f}"))
+        if target:
+            others = [r.median_s for i, r in row.items() if i != target]
+            if target in row and others:
+                cells.append(f"{min(others) / row[target].median_s:.2f}x")
+            else:
+                cells.append("—")
+        lines.append("| " + " | ".join(cells) + " |")
+    title = {"op": "Window-attention op", "block": "One Swin block", "model": "Whole model"}.get(kind, kind)
+    if not model:
+        title += f" (batch {next(iter(next(iter(table.values())).values())).batch})"
+    return f"### {title}, {mode}\n\n" + "\n".join(lines)
+
+
+def markdown_report(results: List[Result], env: Dict) -> str:
+    """All tables of a benchmark run, with the environment that produced them."""
+    parts = []
+    if env:
+        parts.append("Measured on " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".")
+    for kind in ("op", "block", "model"):
+        modes = list(OrderedDict.fromkeys(r.mode for r in results if r.kind == kind))
+        for mode in modes:
+            table = _markdown_table(kind, mode, results)
+            if table:
+                parts.append(table)
+    if len(parts) <= 1:
+        parts.append("_No benchmark results with swin_fused extra_info in this file._")
+    return "\n\n".join(parts) + "\n"

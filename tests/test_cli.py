@@ -1,0 +1,216 @@
+"""The ``swin-fused`` command on a CPU: every subcommand runs, prints the expected rows, and reports the
+CUDA-only parts as skipped with the reason. Also the plot/summary tools that read pytest-benchmark JSON.
+
+Sizes are tiny (batch 1, one step) so the whole file stays well under a minute on 2 cores.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from swin_fused.cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour (CUDA parts reported "
+                                "as skipped); on a GPU machine bench/gpu_report.sh runs every subcommand for real")
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_reproduces_params_and_flops(capsys, tmp_path):
+    path = tmp_path / "table.json"
+    code, out, _ = run_cli(capsys, "table", "--models", "swin_tiny_patch4_window7_224,swin_base_patch4_window12_384",
+                           "--batch", "1", "--iters", "1", "--warmup", "0", "--no-progress", "--json", str(path))
+    assert code == 0
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("swin_")}
+    assert set(lines) == {"swin_tiny_patch4_window7_224", "swin_base_patch4_window12_384"}
+    # counted params, then the paper's; GFLOPs counted, then the paper's; V100 img/s and top-1 from the paper
+    assert lines["swin_tiny_patch4_window7_224"].split()[1:4] == ["224", "28,288,354", "28,288,354"]
+    assert lines["swin_base_patch4_window12_384"].split()[1:4] == ["384", "87,903,584", "87,903,584"]
+    assert "755.2" in lines["swin_tiny_patch4_window7_224"] and "84.5" in lines["swin_base_patch4_window12_384"]
+    assert "WARNING" not in out
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["params"] for r in rows] == [28_288_354, 87_903_584]
+    assert all(r["images_per_s"] > 0 and r["batch"] == 1 for r in rows)
+    # FLOPs counted by the official convention: the paper rounds them (Swin-B-384 counts 47.1G, printed 47.0)
+    for row, paper_gflops in zip(rows, [4.5, 47.0]):
+        assert abs(row["gflops"] - paper_gflops) / paper_gflops < 0.005
+        assert lines[row["model"]].split()[4:6] == [f"{row['gflops']:.1f}", f"{paper_gflops:.1f}"]
+
+
+def test_table_rejects_unknown_model(capsys):
+    code, _, err = run_cli(capsys, "table", "--models", "swin_huge", "--no-progress")
+    assert code == 2 and "swin_huge" in err and "swin_tiny_patch4_window7_224" in err
+
+
+def test_bench_reports_fused_rows_as_skipped(capsys, tmp_path):
+    path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "--batch", "1", "--iters", "1", "--warmup", "0", "--no-progress",
+                           "--json", str(path))
+    assert code == 0
+    rows = {r["implementation"]: r for r in json.loads(path.read_text())["rows"]}
+    assert rows["swin_fused fused"]["skipped"].startswith("needs CUDA")
+    assert "CUDA" in rows["timm + compile"]["skipped"]
+    assert rows["swin_fused torch path"]["images_per_s"] > 0
+    for baseline, module in [("timm", "timm"), ("torchvision", "torchvision")]:
+        if importlib.util.find_spec(module):
+            assert rows[baseline]["images_per_s"] > 0
+        else:
+            assert "not installed" in rows[baseline]["skipped"]
+    assert "skipped: needs CUDA" in out and "swin_fused torch path" in out
+    # the analytic attention work of Swin-T, one image: sum over blocks of 4 N^2 C per window (N = 49)
+    expected_gflop = 4 * 49 * 49 * (64 * 96 * 2 + 16 * 192 * 2 + 4 * 384 * 6 + 1 * 768 * 2) / 1e9
+    assert f"forward {expected_gflop:.2f} GFLOP" in out
+
+
+def test_profile_prints_kernel_table_and_writes_trace(capsys, tmp_path):
+    trace = tmp_path / "trace.json"
+    code, out, _ = run_cli(capsys, "profile", "--mode", "train", "--steps", "1", "--warmup", "0", "--row-limit", "400",
+                           "--no-progress", "--trace", str(trace))
+    assert code == 0
+    assert "sorted by self_cpu_time_total" in out
+    for name in ("aten::addmm", "swin_fused.step", "forward", "backward", "optimizer"):
+        assert name in out
+    assert "_window_attention_fwd_kernel" in out and "skipped, needs CUDA" in out
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert any(e.get("name") == "swin_fused.step" for e in events)
+
+
+def test_profile_refuses_fused_backend_without_cuda(capsys):
+    code, _, err = run_cli(capsys, "profile", "--backend", "triton", "--no-progress")
+    assert code == 2 and "needs CUDA" in err
+
+
+def test_roofline_counts_analytically_and_skips_measurement(capsys, tmp_path):
+    path = tmp_path / "roofline.json"
+    code, out, _ = run_cli(capsys, "roofline", "--shapes", "T/S s1", "--dtype", "bf16", "--no-progress",
+                           "--json", str(path))
+    assert code == 0
+    assert "skipped, needs CUDA" in out
+    data = json.loads(path.read_text())
+    assert data["peaks"] is None and len(data["rows"]) == 4  # two shifts x (fwd, bwd)
+    # Swin-T stage 1 at batch 128: 128*64 windows x 3 heads, N = 49, head_dim 32, bf16 (2 bytes)
+    fwd_flops = 4 * 49 * 49 * 32 * 128 * 64 * 3
+    qkv, out_b = 128 * 56 * 56 * 288 * 2, 128 * 56 * 56 * 96 * 2
+    table, lse = 169 * 3 * 4, 128 * 64 * 3 * 49 * 4
+    fwd, bwd = data["rows"][0], data["rows"][1]
+    assert (fwd["direction"], bwd["direction"]) == ("fwd", "bwd")
+    assert fwd["flops"] == fwd_flops and bwd["flops"] == 2.5 * fwd_flops
+    assert fwd["bytes"] == qkv + out_b + table  # timed without grad: no lse
+    assert bwd["bytes"] == 2 * qkv + 2 * out_b + lse + 2 * table
+    assert f"{fwd_flops / 1e9:.2f}" in out
+
+
+def _synthetic_benchmark_json(path):
+    def entry(kind, impl, mode, subject, median, batch):
+        key = "model" if kind == "model" else "shape"
+        return {"name": f"test_{kind}[{subject}-{impl}-{mode}]", "group": f"{kind} {subject} {mode}",
+                "stats": {"median": median, "mean": median},
+                "extra_info": {"kind": kind, "impl": impl, "mode": mode, key: subject, "batch": batch,
+                               "device": "Test GPU", "dtype": "bfloat16", "torch": "9.9", "commit": "abc"}}
+
+    benchmarks = [
+        entry("op", "fused", "fwd", "T s1 56x56", 0.001, 128),
+        entry("op", "torch_path", "fwd", "T s1 56x56", 0.003, 128),
+        entry("op", "reference", "fwd", "T s1 56x56", 0.004, 128),
+        entry("op", "fused", "fwd", "T s4 7x7", 0.0005, 128),
+        entry("op", "reference", "fwd", "T s4 7x7", 0.0010, 128),
+        entry("model", "ours-fused-eager", "infer", "swin_tiny_patch4_window7_224", 0.1, 256),
+        entry("model", "timm-eager", "infer", "swin_tiny_patch4_window7_224", 0.2, 256),
+        {"name": "unrelated", "stats": {"median": 1.0}, "extra_info": {}},
+    ]
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+    return path
+
+
+def test_plot_renders_pngs_from_benchmark_json(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    data = _synthetic_benchmark_json(tmp_path / "bench.json")
+    code, out, _ = run_cli(capsys, "plot", str(data), "-o", str(tmp_path / "plots"))
+    assert code == 0
+    written = sorted(os.path.basename(p) for p in out.split())
+    assert written == ["model_throughput_infer.png", "op_speedup_fwd.png"]
+    for name in written:
+        with open(tmp_path / "plots" / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_rejects_a_file_that_is_not_benchmark_json(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    code, _, err = run_cli(capsys, "plot", str(bad), "-o", str(tmp_path))
+    assert code == 2 and "not pytest-benchmark JSON" in err
+
+
+def test_summarize_writes_markdown_tables(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("summarize", os.path.join(REPO, "bench", "summarize.py"))
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    data = _synthetic_benchmark_json(tmp_path / "bench.json")
+    assert summarize.main([str(data), "-o", str(tmp_path / "RESULTS.md")]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| T s1 56x56 | 1.000 | 3.000 | 4.000 | 3.00x |" in text  # fused vs best other: 3 ms / 1 ms
+    assert "| T s4 7x7 | 0.500 | — | 1.000 | 2.00x |" in text
+    assert "| swin_tiny_patch4_window7_224 | 256 | 2,560.0 | 1,280.0 | 2.00x |" in text  # images/s = 256 / median
+    assert "Test GPU" in text
+
+
+def test_progress_falls_back_to_stderr_without_tqdm(monkeypatch, capsys):
+    from swin_fused.benchmarking import progress
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    assert list(progress(["a", "b", "c"], desc="work")) == ["a", "b", "c"]
+    err = capsys.readouterr().err
+    assert "work: 1/3" in err and "work: 3/3" in err
+
+
+def test_module_entry_point_lists_subcommands():
+    result = subprocess.run([sys.executable, "-m", "swin_fused", "--help"], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name in ("table", "bench", "profile", "roofline", "plot"):
+        assert name in result.stdout
+
+
+def test_no_subcommand_prints_help_and_fails(capsys):
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "usage: swin-fused" in out
+
+
+def test_benchmark_baselines_compute_the_same_op():
+    """bench/ and `swin-fused bench` time these implementations: they must all compute the reference's op."""
+    from swin_fused.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
+    from swin_fused.costs import OpShape
+
+    cpu = torch.device("cpu")
+    assert op_unavailable_reason("fused", cpu).startswith("needs CUDA")
+    assert "CUDA" in op_unavailable_reason("flex", cpu)
+    for shift in [(0, 0), (3, 3)]:
+        shape = OpShape("test", 14, 21, 64, 2, (7, 7), shift)
+        qkv, table = make_op_inputs(shape, 2, torch.float64, cpu)
+        assert qkv.shape == (2, 14, 21, 192) and table.shape == (169, 2)
+        want = OP_IMPLS["reference"](qkv, table, shape)
+        for impl in ("torch_path", "sdpa"):
+            torch.testing.assert_close(OP_IMPLS[impl](qkv, table, shape), want, rtol=1e-12, atol=1e-12)
+
+
+def test_stage_shapes_follow_the_configs():
+    from swin_fused.costs import benchmark_shapes, stage_shapes
+
+    tiny = [(s.H, s.dim, s.heads, s.window, s.shift) for s in stage_shapes("swin_tiny_patch4_window7_224")]
+    assert tiny == [(56, 96, 3, (7, 7), (0, 0)), (56, 96, 3, (7, 7), (3, 3)), (28, 192, 6, (7, 7), (0, 0)),
+                    (28, 192, 6, (7, 7), (3, 3)), (14, 384, 12, (7, 7), (0, 0)), (14, 384, 12, (7, 7), (3, 3)),
+                    (7, 768, 24, (7, 7), (0, 0))]  # stage 4: map = window, so never shifted
+    b384 = stage_shapes("swin_base_patch4_window12_384")
+    assert [(s.H, s.dim, s.heads) for s in b384[::2]] == [(96, 128, 4), (48, 256, 8), (24, 512, 16), (12, 1024, 32)]
+    assert {s.shift for s in b384} == {(0, 0), (6, 6)} and all(s.window == (12, 12) for s in b384)
+    assert len(benchmark_shapes()) == 21  # T/S, B, B-384: 7 each
