@@ -46,8 +46,14 @@ for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib',
     try: print(m, importlib.import_module(m).__version__)
     except Exception as e: print(m, 'unavailable:', e)
 "
-    # The whole suite with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine).
-    step tests 75 python -m pytest tests -q --maxfail=5 -p no:cacheprovider --junitxml="$OUTDIR/tests.xml"
+    # The kernel tests with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine; one config per
+    # window size, so the time goes to compiling each variant once, not to autotuning), then the GPU-only
+    # tests. The rest of the suite is device-independent and runs in CI.
+    step tests-kernels 80 env SWIN_FUSED_AUTOTUNE=0 python -m pytest tests/test_fused_forward.py \
+        tests/test_fused_backward.py tests/test_training.py -q --maxfail=5 -p no:cacheprovider \
+        --junitxml="$OUTDIR/tests-kernels.xml"
+    step tests-cuda 20 env SWIN_FUSED_AUTOTUNE=0 python -m pytest tests -m cuda -q --maxfail=5 \
+        -p no:cacheprovider --junitxml="$OUTDIR/tests-cuda.xml"
 
     # Op (all stage shapes, batch 128 bf16; FlexAttention on the stage-1 shapes only: it compiles per shape)
     # and one block per Swin-T stage.
@@ -55,18 +61,18 @@ for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib',
         python -m pytest bench/test_bench_op.py bench/test_bench_block.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-op.json"
     # Whole models, eager: fused vs PyTorch path vs timm vs torchvision, inference and training step.
-    step bench-models 50 env SWIN_FUSED_BENCH_BUDGET_S=35 \
+    step bench-models 45 env SWIN_FUSED_BENCH_BUDGET_S=35 \
         python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models.json"
     # torch.compile rows, Swin-T inference (each compile takes tens of seconds).
-    step bench-compiled 40 env SWIN_FUSED_BENCH_BUDGET_S=15 SWIN_FUSED_BENCH_MODELS=tiny \
+    step bench-compiled 35 env SWIN_FUSED_BENCH_BUDGET_S=15 SWIN_FUSED_BENCH_MODELS=tiny \
         python -m pytest bench/test_bench_models.py -k "compiled and infer" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-compiled.json"
 
     step profile 20 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
         --trace "$OUTDIR/profile-trace.json"
     step roofline 20 python -m swin_fused roofline --iters 10 --no-progress --json "$OUTDIR/roofline.json"
-    step table 25 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
+    step table 20 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
 
     if [ -s "$OUTDIR/bench.jsonl" ]; then
         step summarize 5 python bench/summarize.py "$OUTDIR/bench.jsonl" -o "$OUTDIR/RESULTS.md"
