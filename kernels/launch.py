@@ -45,6 +45,15 @@ def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, w
                            f"importing swin_fused); use the 'torch' or 'auto' backend on the CPU")
 
 
+def check_launch_args(qkv: torch.Tensor, table: torch.Tensor, num_heads: int, window: Pair, shift: Pair,
+                      pad_qkv: Optional[torch.Tensor], table_window: Optional[Pair]) -> None:
+    """The public op's argument checks (shapes, window, shift, table, pad vector), for callers that launch the
+    kernels directly; a few microseconds."""
+    from swin_fused.functional import check_window_attention_args
+
+    check_window_attention_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
+
+
 def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
     """``[B, H, W, ch]`` as ``[B * H * W, ch]`` rows with contiguous channels, and the stride between rows.
 

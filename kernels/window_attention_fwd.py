@@ -24,7 +24,8 @@ import triton
 import triton.language as tl
 
 from .indexing import token_tile
-from .launch import ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, interpreting  # noqa: F401
+from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
+                     interpreting)
 from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -142,6 +143,7 @@ def window_attention_fwd(
     Returns:
         ``(out, lse or None)``.
     """
+    check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     check_kernel_inputs(qkv, table, g.head_dim, g.tokens)
     qkv_rows, qkv_stride = as_rows(qkv)
