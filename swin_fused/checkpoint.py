@@ -368,6 +368,13 @@ def _mismatch_message(source: str, layout: str, model: nn.Module, mismatch: _Mis
     return "\n".join(lines)
 
 
+def _check_model(model, function: str) -> None:
+    if not isinstance(model, nn.Module):
+        swapped = isinstance(model, (str, os.PathLike, Mapping))
+        raise TypeError(f"{function}: model must be a torch.nn.Module, got {type(model).__name__}"
+                        f"{' (arguments swapped? the model comes first, then the checkpoint)' if swapped else ''}")
+
+
 def load_checkpoint(
     model: nn.Module,
     checkpoint: Union[PathLike, Mapping],
@@ -394,6 +401,7 @@ def load_checkpoint(
         ValueError: the dict's layout is not recognised, or the object holds no state dict.
         TypeError: ``checkpoint`` (or the file's content) is not a mapping.
     """
+    _check_model(model, "load_checkpoint")
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -420,6 +428,7 @@ def save_checkpoint(model: nn.Module, path: PathLike, extra: Optional[Mapping] =
     with ``os.replace``: a crash at any point leaves either the old checkpoint or the new one, never a torn
     file. ``extra`` (epoch, optimizer state, ...) must not use the key ``"model"``.
     """
+    _check_model(model, "save_checkpoint")
     if extra is not None and "model" in extra:
         raise ValueError("extra must not contain the key 'model' (it holds the model's state dict)")
     payload = {"model": _bare_module(model).state_dict(), **(extra or {})}

@@ -5,6 +5,7 @@ It validates its arguments at the public boundary, then dispatches on the backen
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -40,8 +41,8 @@ def check_window_attention_args(
     if not qkv.is_floating_point():
         _fail(f"qkv must be a floating-point tensor, got dtype {qkv.dtype}")
     B, H, W, C3 = qkv.shape
-    if min(B, H, W) <= 0:
-        _fail(f"qkv has an empty dimension: shape {tuple(qkv.shape)}")
+    if min(B, H, W, C3) <= 0:
+        _fail(f"qkv has an empty dimension: shape {tuple(qkv.shape)}, expected B, H, W and channels >= 1")
     if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
         _fail(f"num_heads must be a positive int, got {num_heads!r}")
     if C3 % (3 * num_heads):
@@ -63,14 +64,33 @@ def check_window_attention_args(
         got = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
         _fail(f"relative position bias table must have shape ((2*{twin[0]}-1)*(2*{twin[1]}-1), num_heads) = "
               f"{(rows, num_heads)}, got {got}")
+    if not table.is_floating_point():
+        raise TypeError(f"window_attention: relative position bias table must be a floating-point tensor, got "
+                        f"dtype {table.dtype}")
     if table.device != qkv.device:
         _fail(f"table is on {table.device} but qkv is on {qkv.device}")
     if pad_qkv is not None:
+        if not isinstance(pad_qkv, torch.Tensor) or not pad_qkv.is_floating_point():
+            got = pad_qkv.dtype if isinstance(pad_qkv, torch.Tensor) else type(pad_qkv).__name__
+            raise TypeError(f"window_attention: pad_qkv must be None or a floating-point tensor of shape ({C3},) "
+                            f"(the qkv bias; any float dtype, it is cast to qkv's), got {got}")
         if tuple(pad_qkv.shape) != (C3,):
             _fail(f"pad_qkv must have shape ({C3},) (the qkv bias), got {tuple(pad_qkv.shape)}")
         if pad_qkv.device != qkv.device:
             _fail(f"pad_qkv is on {pad_qkv.device} but qkv is on {qkv.device}")
     return window, shift, twin, head_dim
+
+
+def _check_scale(scale) -> None:
+    """``scale`` is None or a finite Python number. Skipped under torch.compile, which may trace a float
+    attribute as a symbolic value (``dynamic=True``) that math.isfinite cannot take."""
+    if scale is None or torch.compiler.is_compiling() or isinstance(scale, (torch.SymFloat, torch.SymInt)):
+        return
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"window_attention: scale must be None or a Python float, got {scale!r} "
+                        f"({type(scale).__name__})")
+    if not math.isfinite(scale):
+        _fail(f"scale must be a finite float (or None for head_dim ** -0.5), got {scale}")
 
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -144,6 +164,7 @@ def window_attention(
     window, shift, twin, _ = check_window_attention_args(
         qkv, table, num_heads, window_size, shift_size, pad_qkv, table_window
     )
+    _check_scale(scale)
     if dropout_p < 0 or dropout_p >= 1:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
     if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):

@@ -129,7 +129,14 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Official interface. x: ``[B * nW, N, C]`` windows; mask: ``[nW, N, N]`` (0 / -100) or None."""
+        N_expected = self.window_size[0] * self.window_size[1]
+        if x.dim() != 3 or x.shape[1] != N_expected or x.shape[2] != self.dim:
+            raise ValueError(f"expected windows [B*nW, N={N_expected}, C={self.dim}] (window {self.window_size}), "
+                             f"got shape {tuple(x.shape)}; use forward_map for [B, H, W, C] maps")
         B_, N, C = x.shape
+        if mask is not None and (mask.dim() != 3 or mask.shape[1:] != (N, N) or B_ % mask.shape[0]):
+            raise ValueError(f"mask must be [nW, N, N] = [nW, {N}, {N}] with nW dividing the {B_} windows of x, "
+                             f"got shape {tuple(mask.shape)}")
         qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -153,7 +160,11 @@ class WindowAttention(nn.Module):
 
         ``window_size`` defaults to the table's window; a smaller one uses the table's central part.
         """
-        window = self.window_size if window_size is None else window_size
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected a [B, H, W, C={self.dim}] map, got shape {tuple(x.shape)}")
+        window = self.window_size if window_size is None else to_2tuple(window_size, "window_size")
+        if min(window) <= 0:
+            raise ValueError(f"window_size must be positive, got {window}")
         qkv = self.qkv(x)  # B, H, W, 3C: one GEMM on the natural layout (a Linear commutes with the roll)
         H, W = x.shape[1:3]
         needs_pad = padded_size(H, window[0]) != H or padded_size(W, window[1]) != W
@@ -231,6 +242,8 @@ class SwinTransformerBlock(nn.Module):
         super().__init__()
         self.dim = dim
         self.input_resolution = to_2tuple(input_resolution, "input_resolution")
+        if min(self.input_resolution) <= 0:
+            raise ValueError(f"input_resolution must be positive, got {input_resolution!r}")
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
         _check_positive_int("window_size", window_size)
@@ -276,6 +289,9 @@ class SwinTransformerBlock(nn.Module):
         return effective_window_shift((H, W), self.window_size, self.shift_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (3, 4) or x.shape[-1] != self.dim:
+            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
+                             f"got shape {tuple(x.shape)}")
         if x.dim() == 3:  # official [B, L, C]
             B, L, C = x.shape
             H, W = self.input_resolution
@@ -283,9 +299,8 @@ class SwinTransformerBlock(nn.Module):
                 raise ValueError(f"input has {L} tokens, expected H*W = {H}*{W} = {H * W} "
                                  f"for input_resolution {self.input_resolution}; pass a [B, H, W, C] map instead")
             return self._forward_map(x.view(B, H, W, C)).view(B, L, C)
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
-                             f"got shape {tuple(x.shape)}")
+        if min(x.shape[:3]) <= 0:
+            raise ValueError(f"expected a non-empty [B, H, W, C] map (B, H, W >= 1), got shape {tuple(x.shape)}")
         return self._forward_map(x)
 
     def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -335,6 +350,9 @@ class PatchMerging(nn.Module):
                                  f"{self.input_resolution}")
             out = self.forward(x.view(B, H, W, C))
             return out.reshape(B, -1, 2 * C)
+        if x.dim() != 4 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
+                             f"got shape {tuple(x.shape)}")
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
@@ -431,6 +449,9 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected images [B, {self.in_chans}, H, W], got shape {tuple(x.shape)}")
+        if min(x.shape[0], x.shape[2], x.shape[3]) <= 0:
+            raise ValueError(f"expected a non-empty batch of images [B, {self.in_chans}, H, W] (B, H, W >= 1), "
+                             f"got shape {tuple(x.shape)}")
         H, W = x.shape[2:]
         ph, pw = self.patch_size
         if H % ph or W % pw:
@@ -482,6 +503,7 @@ class SwinTransformer(nn.Module):
     ):
         super().__init__()
         _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size)
+        _check_rates(mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
         self.num_classes = num_classes
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
@@ -609,7 +631,24 @@ def _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths
     if len(depths) != len(num_heads) or len(depths) == 0:
         raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} must have the same, "
                          f"non-zero length")
-    for i, heads in enumerate(num_heads):
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depths[{i}] must be an int >= 0, got {depth!r}")
+        _check_positive_int(f"num_heads[{i}]", heads)
         dim = embed_dim * 2**i
-        if heads <= 0 or dim % heads:
+        if dim % heads:
             raise ValueError(f"stage {i}: num_heads={heads} must divide its dim embed_dim*2^{i}={dim}")
+    patch, img = to_2tuple(patch_size, "patch_size"), to_2tuple(img_size, "img_size")
+    if min(patch) <= 0:
+        raise ValueError(f"patch_size must be positive, got {patch_size!r}")
+    if img[0] < patch[0] or img[1] < patch[1]:
+        raise ValueError(f"img_size {img} must be at least patch_size {patch} (it sets the nominal patch grid; "
+                         f"any image size works at run time)")
+
+
+def _check_rates(mlp_ratio, drop_path_rate):
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
+        raise ValueError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) \
+            or not 0 <= drop_path_rate <= 1:
+        raise ValueError(f"drop_path_rate must be a number in [0, 1], got {drop_path_rate!r}")
