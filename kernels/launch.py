@@ -49,7 +49,7 @@ def check_launch_args(qkv: torch.Tensor, table: torch.Tensor, num_heads: int, wi
                       pad_qkv: Optional[torch.Tensor], table_window: Optional[Pair]) -> None:
     """The public op's argument checks (shapes, window, shift, table, pad vector), for callers that launch the
     kernels directly; a few microseconds."""
-    from swin_fused.functional import check_window_attention_args
+    from ..functional import check_window_attention_args
 
     check_window_attention_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
 

@@ -17,12 +17,13 @@ partial in registers. Larger windows (12x12, 16x16) loop over tiles: pass A accu
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
+
+from ..geometry import table_gather_index
 
 from .indexing import token_tile
 from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args
@@ -178,30 +179,6 @@ def _window_attention_bwd_kernel(
         tl.store(dpad_ptr + BLOCK_D + d, dpad_v)
 
 
-@functools.lru_cache(maxsize=64)
-def _table_gather_index(window: Pair, table_window: Pair, device: torch.device) -> torch.Tensor:
-    """``[rows, max_pairs]`` flat (query, key) positions whose bias is each table row; pads point at N*N.
-
-    Built from swin_fused.geometry's relative index (the one PyTorch copy of that formula), sorted stably so
-    every row sums its pairs in a fixed order.
-    """
-    from swin_fused.geometry import relative_position_index
-
-    (wh, ww), (th, tw) = window, table_window
-    n_pairs = (wh * ww) ** 2
-    index = relative_position_index(window).view(-1)
-    dy, dx = index // (2 * ww - 1) - (wh - 1), index % (2 * ww - 1) - (ww - 1)
-    rows = (dy + th - 1) * (2 * tw - 1) + (dx + tw - 1)
-    n_rows = (2 * th - 1) * (2 * tw - 1)
-    counts = torch.bincount(rows, minlength=n_rows)
-    order = torch.argsort(rows, stable=True)
-    gather = torch.full((n_rows, int(counts.max())), n_pairs, dtype=torch.long)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(n_pairs) - starts[rows[order]]
-    gather[rows[order], slot] = order
-    return gather.to(device)
-
-
 def _windows_per_program(n_windows: int, num_heads: int) -> int:
     """Windows each program reduces. Depends on the shape only, so the summation order (and the bits of the
     table gradient) never changes between runs; ~2K programs keep an H100's 132 SMs busy."""
@@ -281,7 +258,7 @@ def window_attention_bwd(
     # Fixed-order reductions (no atomics): over programs, then each table row over its (query, key) pairs.
     ds_sum = ds_partial.sum(0).view(num_heads, N * N)
     ds_sum = torch.cat([ds_sum, ds_sum.new_zeros(num_heads, 1)], 1)
-    gather = _table_gather_index(g.window, g.table_window, qkv.device)
+    gather = table_gather_index(g.window, g.table_window, qkv.device)
     dtable = ds_sum[:, gather].sum(-1).t().contiguous()  # rows, heads
     dpad = None
     if has_pad:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "relative_position_index",
+    "table_gather_index",
     "region_ids",
     "shift_mask",
     "pad_map",
@@ -122,22 +123,48 @@ def window_reverse(windows: torch.Tensor, window: Pair, H: int, W: int) -> torch
 
 
 @functools.lru_cache(maxsize=64)
-def _relative_position_index_cpu(wh: int, ww: int) -> torch.Tensor:
+def _relative_position_index_cpu(wh: int, ww: int, th: int, tw: int) -> torch.Tensor:
     # Explicit CPU: under a `with torch.device(...)` context a bare arange would land on that device and be
     # cached there (a meta index would then poison every later model).
     cpu = torch.device("cpu")
     coords = torch.stack(torch.meshgrid(torch.arange(wh, device=cpu), torch.arange(ww, device=cpu),
                                         indexing="ij")).flatten(1)  # 2, N
     rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N: (query - key)
-    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+    return (rel[0] + th - 1) * (2 * tw - 1) + (rel[1] + tw - 1)
 
 
-def relative_position_index(window: Pair, device=None) -> torch.Tensor:
+def relative_position_index(window: Pair, device=None, table_window: Optional[Pair] = None) -> torch.Tensor:
     """``[N, N]`` int64: row of the bias table for query i and key j of a window (N = Wh * Ww).
 
-    ``index[i, j] = (yi - yj + Wh - 1) * (2 Ww - 1) + (xi - xj + Ww - 1)`` with (y, x) the in-window coordinates.
+    ``index[i, j] = (yi - yj + TWh - 1) * (2 TWw - 1) + (xi - xj + TWw - 1)`` with (y, x) the in-window
+    coordinates and (TWh, TWw) the window the table was built for (default: ``window``; a larger table's
+    central rows hold the same offsets). Shared and cached: do not modify the result in place.
     """
-    return _relative_position_index_cpu(*window).to(device)
+    th, tw = window if table_window is None else table_window
+    return _relative_position_index_cpu(window[0], window[1], th, tw).to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _table_gather_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
+    rows = relative_position_index(window, table_window=table_window).reshape(-1)  # N*N
+    n_pairs = rows.numel()
+    n_rows = (2 * table_window[0] - 1) * (2 * table_window[1] - 1)
+    counts = torch.bincount(rows, minlength=n_rows)
+    order = torch.argsort(rows, stable=True)
+    gather = torch.full((n_rows, int(counts.max())), n_pairs, dtype=torch.long)
+    slot = torch.arange(n_pairs) - (torch.cumsum(counts, 0) - counts)[rows[order]]
+    gather[rows[order], slot] = order
+    return gather
+
+
+def table_gather_index(window: Pair, table_window: Optional[Pair] = None, device=None) -> torch.Tensor:
+    """``[table rows, max pairs]``: the flat (query * N + key) pairs whose bias is each table row, in a fixed
+    order; unused slots point at ``N * N`` (callers append a zero there).
+
+    The inverse of :func:`relative_position_index`, for summing a ``[..., N * N]`` gradient onto table rows
+    deterministically (a gather and a sum in fixed order, where a scatter-add would use atomics on GPUs).
+    """
+    return _table_gather_index_cpu(tuple(window), tuple(table_window or window)).to(device)
 
 
 def region_ids(Hp: int, Wp: int, window: Pair, shift: Pair, device=None) -> torch.Tensor:

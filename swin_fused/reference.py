@@ -29,11 +29,7 @@ def relative_position_bias(table: torch.Tensor, window: Pair, table_window: Opti
     table's central rows (the same relative offsets).
     """
     N = window[0] * window[1]
-    index = relative_position_index(window, table.device)
-    if table_window is not None and tuple(table_window) != tuple(window):
-        (wh, ww), (th, tw) = window, table_window
-        dy, dx = index // (2 * ww - 1) - (wh - 1), index % (2 * ww - 1) - (ww - 1)
-        index = (dy + th - 1) * (2 * tw - 1) + (dx + tw - 1)
+    index = relative_position_index(window, table.device, table_window)
     return table[index.view(-1)].view(N, N, -1).permute(2, 0, 1)
 
 

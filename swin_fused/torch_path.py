@@ -32,7 +32,15 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .geometry import pad_map, padded_size, shift_mask, window_partition, window_reverse
+from .geometry import (
+    pad_map,
+    padded_size,
+    relative_position_index,
+    shift_mask,
+    table_gather_index,
+    window_partition,
+    window_reverse,
+)
 from .reference import relative_position_bias
 
 __all__ = ["window_attention_torch"]
@@ -75,12 +83,23 @@ def _window_order(H: int, W: int, window: Pair, shift: Pair, shift_before_pad: b
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _bias_rows(window: Pair, table_window: Pair, device: torch.device) -> torch.Tensor:
-    """``[N * N]`` table row of each (query, key) pair: the reference's bias lookup applied to row ids."""
-    rows = (2 * table_window[0] - 1) * (2 * table_window[1] - 1)
-    row_ids = torch.arange(rows, device=torch.device("cpu")).view(rows, 1)
-    return relative_position_bias(row_ids, window, table_window).reshape(-1).to(device)
+class _TableRows(torch.autograd.Function):
+    """``table.index_select(0, rows)`` whose backward sums each table row's pairs in a fixed order (a gather
+    with :func:`swin_fused.geometry.table_gather_index`), not ``index_select``'s scatter-add, which uses float
+    atomics on GPUs: the bias-table gradient is bit-identical from run to run on every device."""
+
+    @staticmethod
+    def forward(ctx, table, window, table_window):
+        ctx.window, ctx.table_window = window, table_window
+        rows = relative_position_index(window, table.device, table_window).view(-1)
+        return table.index_select(0, rows)  # N*N, heads
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        gather = table_gather_index(ctx.window, ctx.table_window, grad.device)  # rows, max pairs
+        grad = torch.cat([grad, grad.new_zeros(1, grad.shape[1])])  # pad slots read the zero row
+        return grad[gather].sum(1), None, None
 
 
 @functools.lru_cache(maxsize=64)
@@ -135,13 +154,17 @@ def window_attention_torch(
 
     # index_select, not table[rows]: same result, but CPU advanced indexing runs a parallel kernel even for this
     # 2K-row gather, which took 16 ms instead of 8 us while another process held one of the two cores.
-    bias = table.index_select(0, _bias_rows(window, table_window, table.device)).view(N, N, num_heads)
-    bias = bias.permute(2, 0, 1).to(qkv.dtype)  # heads, N, N
-    window_mask = bias.unsqueeze(0)  # 1 or nW, heads, N, N: bias (+ shift mask)
-    if sh or sw:
-        window_mask = window_mask + _shift_mask(Hp, Wp, window, shift, qkv.device, qkv.dtype).unsqueeze(1)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (qkv, table, pad_qkv))
+    # The explicit (autograd) formulation keeps half-precision scores, bias and softmax in fp32, as SDPA
+    # does internally: fp16 scores beyond 65504 must not overflow where the fp32 result is finite.
+    half = qkv.dtype in (torch.float16, torch.bfloat16)
+    mask_dtype = torch.float32 if needs_grad and half else qkv.dtype
+    bias = _TableRows.apply(table, window, table_window).view(N, N, num_heads)
+    bias = bias.permute(2, 0, 1).to(mask_dtype)  # heads, N, N
+    window_mask = bias.unsqueeze(0)  # 1 or nW, heads, N, N: bias (+ shift mask)
+    if sh or sw:
+        window_mask = window_mask + _shift_mask(Hp, Wp, window, shift, qkv.device, mask_dtype).unsqueeze(1)
     if needs_grad:
         out = _attention_for_autograd(q, k, v, window_mask, scale, dropout_p, B)
     else:
@@ -190,11 +213,12 @@ def _attention_for_autograd(q, k, v, window_mask, scale, dropout_p, batch):
     gradient of) a batch-repeated mask; this formulation differentiates 10-30% faster there (bench/).
     """
     Bw, heads, N, _ = q.shape
-    attn = torch.matmul(q * scale, k.transpose(-2, -1))  # B*nW, heads, N, N
+    qf, kf = (q.float(), k.float()) if window_mask.dtype != q.dtype else (q, k)  # half inputs: fp32 scores
+    attn = torch.matmul(qf * scale, kf.transpose(-2, -1))  # B*nW, heads, N, N
     attn = (attn.view(batch, -1, heads, N, N) + window_mask).view(Bw, heads, N, N).softmax(dim=-1)
     if dropout_p:
         attn = F.dropout(attn, dropout_p)
-    return torch.matmul(attn, v)  # B*nW, heads, N, hd
+    return torch.matmul(attn.to(v.dtype), v)  # B*nW, heads, N, hd
 
 
 def _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window, dropout_p):
