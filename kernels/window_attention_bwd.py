@@ -50,6 +50,20 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
 
 
 @triton.jit
+def _store_dk_dv(dq_ptr, C, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, valid, dk, dv, dpad_k, dpad_v,
+                 HAS_PAD: tl.constexpr):
+    """Store a key tile's dk, dv at its real tokens' rows; padding keys' dk, dv go to the running sums that
+    become the qkv bias gradient (their q/k/v are that bias)."""
+    store_head(dq_ptr + C, tok, row_stride, d, HEAD_DIM, real, dk)
+    store_head(dq_ptr + 2 * C, tok, row_stride, d, HEAD_DIM, real, dv)
+    if HAS_PAD:
+        is_pad = (valid & ~real)[:, None]
+        dpad_k += tl.sum(tl.where(is_pad, dk, 0.0), 0)
+        dpad_v += tl.sum(tl.where(is_pad, dv, 0.0), 0)
+    return dpad_k, dpad_v
+
+
+@triton.jit
 def _window_attention_bwd_kernel(
     QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_PARTIAL, DPAD_PARTIAL,
     qkv_row_stride, out_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
@@ -103,12 +117,8 @@ def _window_attention_bwd_kernel(
             dq = tl.dot(dsc, k, input_precision=DOT_PRECISION) * sm_scale
             dk = tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION) * sm_scale
             store_head(dq_ptr, tok, dqkv_row_stride, d, HEAD_DIM, real, dq)
-            store_head(dq_ptr + C, tok, dqkv_row_stride, d, HEAD_DIM, real, dk)
-            store_head(dq_ptr + 2 * C, tok, dqkv_row_stride, d, HEAD_DIM, real, dv)
-            if HAS_PAD:
-                is_pad = (valid & ~real)[:, None]
-                dpad_k += tl.sum(tl.where(is_pad, dk, 0.0), 0)
-                dpad_v += tl.sum(tl.where(is_pad, dv, 0.0), 0)
+            dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
+                                          dpad_k, dpad_v, HAS_PAD)
         tl.store(ds_partial + offs[:, None] * N + offs[None, :], ds_acc,
                  mask=(offs < N)[:, None] & (offs < N)[None, :])
     else:
@@ -145,13 +155,8 @@ def _window_attention_bwd_kernel(
                     if window > w_start:
                         ds += tl.load(part_ptr, mask=part_mask, other=0.0)
                     tl.store(part_ptr, ds, mask=part_mask)
-                dk = dk * sm_scale
-                store_head(dq_ptr + C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, dk)
-                store_head(dq_ptr + 2 * C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, dv)
-                if HAS_PAD:
-                    is_pad = (valid_n & ~real_n)[:, None]
-                    dpad_k += tl.sum(tl.where(is_pad, dk, 0.0), 0)
-                    dpad_v += tl.sum(tl.where(is_pad, dv, 0.0), 0)
+                dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, valid_n,
+                                              dk * sm_scale, dv, dpad_k, dpad_v, HAS_PAD)
             # Pass B: per query tile, dq over all key tiles (recomputing dS rather than accumulating dq in HBM).
             for m_tile in tl.static_range(TILES):
                 offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
