@@ -50,6 +50,29 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
 
 
 @triton.jit
+def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
+              HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, HAS_PAD: tl.constexpr,
+              SHIFT_BEFORE_PAD: tl.constexpr):
+    """A key tile: its tokens, k and v."""
+    tok, real, valid, ty, tx, region = token_tile(
+        b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+    k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
+    return tok, real, valid, ty, tx, region, k, v
+
+
+@triton.jit
+def _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
+              valid_m, valid_n, TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr,
+              DOT_PRECISION: tl.constexpr):
+    """Recompute P from the saved base-2 lse, and dS = P * (dO v^T - delta), the gradient of the scores (natural
+    units, so it is also the gradient of the bias)."""
+    p = tl.exp2(scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
+                            valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION) - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
 def _store_dk_dv(dq_ptr, C, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, valid, dk, dv, dpad_k, dpad_v,
                  HAS_PAD: tl.constexpr):
     """Store a key tile's dk, dv at its real tokens' rows; padding keys' dk, dv go to the running sums that
@@ -107,11 +130,9 @@ def _window_attention_bwd_kernel(
             delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
             lse = tl.load(LSE + (window * n_heads + head).to(tl.int64) * N + offs, mask=valid, other=0.0)
 
-            p = tl.exp2(scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty, tx, region, ty, tx, region,
-                                    valid, valid, TWH, TWW, HAS_SHIFT, DOT_PRECISION) - lse[:, None])
+            p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty, tx, region, ty, tx,
+                              region, valid, valid, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
             dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-            dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-            ds = p * (dp - delta[:, None])  # dL/dscore, natural units
             ds_acc += ds
             dsc = ds.to(q.dtype)
             dq = tl.dot(dsc, k, input_precision=DOT_PRECISION) * sm_scale
@@ -129,9 +150,9 @@ def _window_attention_bwd_kernel(
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
             for n_tile in tl.static_range(TILES):
                 offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_n, real_n, valid_n, ty_n, tx_n, region_n = token_tile(
-                    b, win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
-                k, v = load_kv(QKV, PAD, tok_n, qkv_row_stride, d, C, head, HEAD_DIM, real_n, valid_n, HAS_PAD)
+                tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
+                    QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
+                    HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
                 dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for m_tile in tl.static_range(TILES):
@@ -140,12 +161,9 @@ def _window_attention_bwd_kernel(
                         QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
                         n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
                         SHIFT_BEFORE_PAD)
-                    p = tl.exp2(scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n,
-                                            region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
-                                - lse[:, None])
+                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m,
+                                      ty_n, tx_n, region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
                     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-                    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-                    ds = p * (dp - delta[:, None])
                     dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
                     # Program-private partial: read-modify-write needs no atomics, only ordering among this
                     # program's own threads (the barrier), so the sum order is fixed.
@@ -167,15 +185,11 @@ def _window_attention_bwd_kernel(
                 dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for n_tile in tl.static_range(TILES):
                     offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_n, real_n, valid_n, ty_n, tx_n, region_n = token_tile(
-                        b, win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
-                    k, v = load_kv(QKV, PAD, tok_n, qkv_row_stride, d, C, head, HEAD_DIM, real_n, valid_n,
-                                   HAS_PAD)
-                    p = tl.exp2(scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n,
-                                            region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
-                                - lse[:, None])
-                    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
-                    ds = p * (dp - delta[:, None])
+                    tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
+                        QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,
+                        head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m,
+                                      ty_n, tx_n, region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
                 store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
     if HAS_PAD:
