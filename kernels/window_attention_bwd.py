@@ -148,14 +148,14 @@ def _window_attention_bwd_kernel(
             win = window % n_win
             lse_row = (window * n_heads + head).to(tl.int64) * N
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
-            for n_tile in tl.static_range(TILES):
+            for n_tile in range(TILES):
                 offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
                 tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
                     QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
                     HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
                 dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-                for m_tile in tl.static_range(TILES):
+                for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
                     tok_m, real_m, valid_m, ty_m, tx_m, region_m, q, do, lse, delta = _query_side(
                         QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
@@ -176,14 +176,14 @@ def _window_attention_bwd_kernel(
                 dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, valid_n,
                                               dk * sm_scale, dv, dpad_k, dpad_v, HAS_PAD)
             # Pass B: per query tile, dq over all key tiles (recomputing dS rather than accumulating dq in HBM).
-            for m_tile in tl.static_range(TILES):
+            for m_tile in range(TILES):
                 offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
                 tok_m, real_m, valid_m, ty_m, tx_m, region_m, q, do, lse, delta = _query_side(
                     QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
                     n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
                     SHIFT_BEFORE_PAD)
                 dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-                for n_tile in tl.static_range(TILES):
+                for n_tile in range(TILES):
                     offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
                     tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
                         QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,

@@ -1,0 +1,120 @@
+"""Compile every Triton kernel variant ahead of time for NVIDIA targets, on a machine without a GPU.
+
+The interpreter proves the kernels compute the right thing but accepts code the compiler rejects (globals
+that are not constexpr, dot shapes, dtype mismatches) and knows nothing of registers or shared memory. This
+script runs Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin with the ptxas shipped in the
+Triton wheel) for Hopper (sm_90, the H100) and Ampere (sm_80), for the autotune configs of the forward and
+both backward paths, in every dtype, and checks each variant's shared memory against the target's limit.
+
+Run as a script (it must own its process: kernels compile only with TRITON_INTERPRET=0):
+
+    TRITON_INTERPRET=0 python tests/aot_compile.py [--quick]
+
+Prints one line per variant and exits non-zero on the first failure. tests/test_aot_compile.py runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ["TRITON_INTERPRET"] = "0"
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.autotuner import Autotuner  # noqa: E402
+
+from swin_fused.kernels import window_attention_bwd as bwd  # noqa: E402
+from swin_fused.kernels import window_attention_fwd as fwd  # noqa: E402
+from swin_fused.kernels.launch import WindowGrid  # noqa: E402
+
+#: Shared memory a block may use (opt-in maximum), bytes.
+SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024}
+TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+FLOAT_SCALARS = {"qk_scale", "sm_scale"}
+
+
+def compile_variant(kernel, pointers, constexprs, arch, num_warps, num_stages):
+    """Compile one specialization; return its metadata. ``pointers``: arg name -> element type."""
+    fn = kernel.fn if isinstance(kernel, Autotuner) else kernel  # the JITFunction under the autotuner
+    signature, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in pointers:
+            signature[name] = "*" + pointers[name]
+            attrs[(i,)] = [["tt.divisibility", 16]]  # what a launch with allocator-aligned tensors specializes
+        else:
+            signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+    src = ASTSource(fn=fn, signature=signature, attrs=attrs,
+                    constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages}).metadata
+
+
+def grid(window, head_dim=32, shift=None, pad=True, timm=False):
+    wh, ww = window
+    shift = shift if shift is not None else (wh // 2, ww // 2)
+    qkv = torch.empty(1, wh + (1 if pad else 0), ww, 3 * 2 * head_dim, device="meta")
+    return WindowGrid.of(qkv, 2, window, shift, None, timm)
+
+
+def forward_variants(quick):
+    dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
+    configs = fwd._fwd_configs()
+    for window in ((7, 7), (4, 4), (5, 5), (8, 8), (12, 12), (16, 16)):
+        g = grid(window)
+        for c in fwd._prune_fwd_configs(configs, {}, WH=window[0], WW=window[1]) if not quick else configs[3:4]:
+            for dtype in dtypes if window == (7, 7) else dtypes[:1]:
+                yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} BM{c.kwargs['BLOCK_M']} BN{c.kwargs['BLOCK_N']} "
+                       f"warps{c.num_warps}", fwd._window_attention_fwd_kernel,
+                       dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),
+                       dict(g.constexprs(dtype, True), STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
+    g = grid((7, 7), head_dim=40, shift=(0, 0), pad=False, timm=True)  # no pad / no shift / odd head_dim path
+    yield ("fwd w7x7 fp16 d40 no-pad no-shift no-lse", fwd._window_attention_fwd_kernel,
+           dict(QKV="fp16", PAD="fp16", TABLE="fp32", OUT="fp16", LSE="fp16"),
+           dict(g.constexprs(torch.float16, False), STORE_LSE=False, BLOCK_M=64, BLOCK_N=64), 4, 2)
+
+
+def backward_variants(quick):
+    dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
+    for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
+        g = grid(window)
+        n = window[0] * window[1]
+        block = max(16, triton.next_power_of_2(n)) if n <= 64 else 64
+        for dtype in dtypes:
+            ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
+                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+            yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block}", bwd._window_attention_bwd_kernel, ptrs,
+                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block), 4 if n <= 64 else 8, 3)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one config and dtype per path (smoke test)")
+    parser.add_argument("--arch", type=int, nargs="+", default=[90, 80], choices=sorted(SHARED_LIMIT))
+    args = parser.parse_args(argv)
+    variants = list(forward_variants(args.quick)) + list(backward_variants(args.quick))
+    failures = 0
+    for arch in args.arch:
+        for name, kernel, ptrs, consts, warps, stages in variants if arch == args.arch[0] else variants[:2]:
+            start = time.perf_counter()
+            try:
+                meta = compile_variant(kernel, ptrs, consts, arch, warps, stages)
+            except Exception as e:  # report which variant, then fail
+                print(f"FAIL sm_{arch} {name}: {type(e).__name__}: {str(e).splitlines()[-1][:300]}")
+                failures += 1
+                continue
+            ok = meta.shared <= SHARED_LIMIT[arch]
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} sm_{arch} {name}: shared {meta.shared} B "
+                  f"(limit {SHARED_LIMIT[arch]}), {time.perf_counter() - start:.1f}s", flush=True)
+    print(f"{len(variants)} variants, {failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
