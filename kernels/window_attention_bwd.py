@@ -198,6 +198,17 @@ def _window_attention_bwd_kernel(
         tl.store(dpad_ptr + BLOCK_D + d, dpad_v)
 
 
+def bwd_launch_config(tokens: int) -> Tuple[int, int, int]:
+    """``(BLOCK, num_warps, num_stages)`` for a window of ``tokens`` tokens.
+
+    One register tile up to 64 tokens, 64-token tiles beyond. 8 warps for 64-wide tiles: compiled for sm_90
+    (tests/aot_compile.py + ptxas -v), the one-tile fp16/bf16 kernel spills 230-360 bytes per thread at 4
+    warps and 0-56 at 8; 2 stages spill less than 3 and still overlap the next window's loads.
+    """
+    block = max(16, triton.next_power_of_2(tokens)) if tokens <= 64 else 64
+    return block, (8 if block >= 64 else 4), 2
+
+
 def _windows_per_program(n_windows: int, num_heads: int) -> int:
     """Windows each program reduces. Depends on the shape only, so the summation order (and the bits of the
     table gradient) never changes between runs; ~2K programs keep an H100's 132 SMs busy."""
@@ -252,7 +263,7 @@ def window_attention_bwd(
         raise ValueError(f"dqkv must be a {tuple(qkv.shape)} {qkv.dtype} tensor whose rows flatten, got "
                          f"{tuple(dqkv.shape)} {dqkv.dtype} strides {dqkv.stride()}")
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    block = max(16, triton.next_power_of_2(N)) if N <= 64 else 64
+    block, num_warps, num_stages = bwd_launch_config(N)
     if N > 64:
         # delta = rowsum(dO * O) per token and head, [B*H*W, heads]; one-tile windows compute it in-kernel.
         delta = (dout_rows.float() * out_rows.float()).view(-1, num_heads, g.head_dim).sum(-1)
@@ -271,7 +282,7 @@ def window_attention_bwd(
         qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),
         *g.geometry_args(),
         n_windows, g.C, scale * LOG2E, scale,
-        WINDOWS_PER_PROGRAM=per_program, BLOCK=block, num_warps=4 if N <= 64 else 8,
+        WINDOWS_PER_PROGRAM=per_program, BLOCK=block, num_warps=num_warps, num_stages=num_stages,
         **g.constexprs(qkv.dtype, has_pad),
     )
     # Fixed-order reductions (no atomics): over programs, then each table row over its (query, key) pairs.

@@ -38,25 +38,22 @@ def _autotuning() -> bool:
 
 def _fwd_configs():
     # (BLOCK_M, BLOCK_N, num_warps). Windows of <= 64 tokens are one tile (no key loop, so num_stages is moot);
-    # larger windows loop over key tiles.
-    shapes = [(16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (128, 64, 8),
-              (64, 128, 8), (128, 128, 8)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2 if bn < 128 else 1)
-            for bm, bn, w in shapes]
+    # larger windows loop over key tiles. Compiled for sm_90 (tests/aot_compile.py + ptxas -v), 128-row
+    # tiles and 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not.
+    shapes = [(16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 128, 8)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2) for bm, bn, w in shapes]
 
 
 def _prune_fwd_configs(configs, named_args, **kwargs):
     """Candidate tiles for this window: at most what its token count rounds up to (larger tiles only add
-    masked lanes). Under the interpreter, or with autotuning off, exactly one: the autotuner must not
-    benchmark through the driver there."""
+    masked lanes). Under the interpreter, or with autotuning off, exactly one (the first): the autotuner
+    must not benchmark through the driver there."""
     cap = max(16, triton.next_power_of_2(kwargs["WH"] * kwargs["WW"]))
     if cap <= 64:
         kept = [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
     else:
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] >= 64 and c.kwargs["BLOCK_N"] >= 64]
-    if not _autotuning():
-        kept = [c for c in kept if c.kwargs["BLOCK_M"] == min(cap, 64) and c.kwargs["BLOCK_N"] == min(cap, 64)][:1]
-    return kept
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8]
+    return kept if _autotuning() else kept[:1]
 
 
 @triton.autotune(

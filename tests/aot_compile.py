@@ -4,7 +4,8 @@ The interpreter proves the kernels compute the right thing but accepts code the 
 that are not constexpr, dot shapes, dtype mismatches) and knows nothing of registers or shared memory. This
 script runs Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin with the ptxas shipped in the
 Triton wheel) for Hopper (sm_90, the H100) and Ampere (sm_80), for the autotune configs of the forward and
-both backward paths, in every dtype, and checks each variant's shared memory against the target's limit.
+both backward paths, in every dtype, checks each variant's shared memory against the target's limit and
+reports ptxas's register and spill counts.
 
 Run as a script (it must own its process: kernels compile only with TRITON_INTERPRET=0):
 
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "0"
 
@@ -31,14 +36,18 @@ from swin_fused.kernels import window_attention_bwd as bwd  # noqa: E402
 from swin_fused.kernels import window_attention_fwd as fwd  # noqa: E402
 from swin_fused.kernels.launch import WindowGrid  # noqa: E402
 
+PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 #: Shared memory a block may use (opt-in maximum), bytes.
 SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024}
 TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 FLOAT_SCALARS = {"qk_scale", "sm_scale"}
+#: Integer arguments a launch typically specializes as divisible by 16 (row strides 3C and C, C itself, for
+#: C a multiple of 16 as in every Swin config): what makes the token loads 16-byte vectors.
+ALIGNED_INTS = {"qkv_row_stride", "out_row_stride", "dout_row_stride", "dqkv_row_stride", "C"}
 
 
 def compile_variant(kernel, pointers, constexprs, arch, num_warps, num_stages):
-    """Compile one specialization; return its metadata. ``pointers``: arg name -> element type."""
+    """Compile one specialization; return the compiled kernel. ``pointers``: arg name -> element type."""
     fn = kernel.fn if isinstance(kernel, Autotuner) else kernel  # the JITFunction under the autotuner
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -49,10 +58,24 @@ def compile_variant(kernel, pointers, constexprs, arch, num_warps, num_stages):
             attrs[(i,)] = [["tt.divisibility", 16]]  # what a launch with allocator-aligned tensors specializes
         else:
             signature[name] = "fp32" if name in FLOAT_SCALARS else "i32"
+            if name in ALIGNED_INTS:
+                attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn=fn, signature=signature, attrs=attrs,
                     constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": num_warps, "num_stages": num_stages}).metadata
+                          options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def register_report(ptx: str, arch: int) -> str:
+    """ptxas's verdict on registers and spills (no assertion: spills cost speed, not correctness)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.ptx"
+        path.write_text(ptx)
+        done = subprocess.run([str(PTXAS), f"-arch=sm_{arch}{'a' if arch == 90 else ''}", "-v", str(path), "-o",
+                               str(path.with_suffix(".cubin"))], capture_output=True, text=True)
+    regs = re.search(r"Used (\d+) registers", done.stderr)
+    spills = re.search(r"(\d+) bytes spill stores", done.stderr)
+    return f"{regs.group(1) if regs else '?'} regs, {spills.group(1) if spills else '?'} B spilled"
 
 
 def grid(window, head_dim=32, shift=None, pad=True, timm=False):
@@ -83,13 +106,12 @@ def backward_variants(quick):
     dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
     for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
         g = grid(window)
-        n = window[0] * window[1]
-        block = max(16, triton.next_power_of_2(n)) if n <= 64 else 64
+        block, warps, stages = bwd.bwd_launch_config(window[0] * window[1])
         for dtype in dtypes:
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
                         LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_PARTIAL="fp32", DPAD_PARTIAL="fp32")
             yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block}", bwd._window_attention_bwd_kernel, ptrs,
-                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block), 4 if n <= 64 else 8, 3)
+                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block), warps, stages)
 
 
 def main(argv=None) -> int:
@@ -103,7 +125,8 @@ def main(argv=None) -> int:
         for name, kernel, ptrs, consts, warps, stages in variants if arch == args.arch[0] else variants[:2]:
             start = time.perf_counter()
             try:
-                meta = compile_variant(kernel, ptrs, consts, arch, warps, stages)
+                compiled = compile_variant(kernel, ptrs, consts, arch, warps, stages)
+                meta = compiled.metadata
             except Exception as e:  # report which variant, then fail
                 print(f"FAIL sm_{arch} {name}: {type(e).__name__}: {str(e).splitlines()[-1][:300]}")
                 failures += 1
@@ -111,7 +134,8 @@ def main(argv=None) -> int:
             ok = meta.shared <= SHARED_LIMIT[arch]
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} sm_{arch} {name}: shared {meta.shared} B "
-                  f"(limit {SHARED_LIMIT[arch]}), {time.perf_counter() - start:.1f}s", flush=True)
+                  f"(limit {SHARED_LIMIT[arch]}), {register_report(compiled.asm['ptx'], arch)}, "
+                  f"{time.perf_counter() - start:.1f}s", flush=True)
     print(f"{len(variants)} variants, {failures} failures")
     return 1 if failures else 0
 
