@@ -48,7 +48,10 @@ def _prune_fwd_configs(configs, named_args, **kwargs):
     """Candidate tiles for this window: at most what its token count rounds up to (larger tiles only add
     masked lanes). Under the interpreter, or with autotuning off, exactly one (the first): the autotuner
     must not benchmark through the driver there."""
-    cap = max(16, triton.next_power_of_2(kwargs["WH"] * kwargs["WW"]))
+    args = {**named_args, **kwargs}  # Triton >= 3.2 passes the constexprs as kwargs; older ones do not
+    if "WH" not in args:  # then one config that is right for every window
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (64, 64, 4)]
+    cap = max(16, triton.next_power_of_2(args["WH"] * args["WW"]))
     if cap <= 64:
         kept = [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
     else:
