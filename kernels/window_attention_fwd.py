@@ -48,7 +48,7 @@ def _prune_fwd_configs(configs, named_args, **kwargs):
     """Candidate tiles for this window: at most what its token count rounds up to (larger tiles only add
     masked lanes). Under the interpreter, or with autotuning off, exactly one (the first): the autotuner
     must not benchmark through the driver there."""
-    args = {**named_args, **kwargs}  # Triton >= 3.2 passes the constexprs as kwargs; older ones do not
+    args = {**named_args, **kwargs}  # Triton 3.6-3.8 pass the constexprs as kwargs; older releases may not
     if "WH" not in args:  # then one config that is right for every window
         return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (64, 64, 4)]
     cap = max(16, triton.next_power_of_2(args["WH"] * args["WW"]))
