@@ -10,6 +10,8 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import triton
 
+from ..geometry import padded_size
+
 Pair = Tuple[int, int]
 
 #: Error floors per dtype (absolute, on unit-scale inputs): tests allow err <= 2 * err(PyTorch) + floor.
@@ -91,7 +93,7 @@ class WindowGrid(NamedTuple):
            shift_before_pad: bool) -> "WindowGrid":
         B, H, W, C3 = qkv.shape
         wh, ww = window
-        return cls(B, H, W, C3 // 3, num_heads, C3 // 3 // num_heads, -(-H // wh) * wh, -(-W // ww) * ww,
+        return cls(B, H, W, C3 // 3, num_heads, C3 // 3 // num_heads, padded_size(H, wh), padded_size(W, ww),
                    tuple(window), tuple(shift), tuple(table_window or window), bool(shift_before_pad))
 
     @property

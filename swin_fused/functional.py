@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .backend import get_backend, resolve_backend
-from .geometry import to_2tuple
+from .geometry import needs_padding, to_2tuple
 
 __all__ = ["window_attention", "check_window_attention_args"]
 
@@ -167,6 +167,8 @@ def window_attention(
     _check_scale(scale)
     if dropout_p < 0 or dropout_p >= 1:
         _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if pad_qkv is not None and not needs_padding(qkv.shape[1], qkv.shape[2], window):
+        pad_qkv = None  # nothing is padded: callers may always pass the qkv bias; it gets no gradient here
     if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):
         return _fused_op()(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
     from .torch_path import window_attention_torch

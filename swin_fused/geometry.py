@@ -22,6 +22,7 @@ __all__ = [
     "MASK_VALUE",
     "to_2tuple",
     "padded_size",
+    "needs_padding",
     "effective_window_shift",
     "window_partition",
     "window_reverse",
@@ -86,6 +87,11 @@ def _to_2tuple_checked(value, name: str) -> Pair:
 def padded_size(size: int, window: int) -> int:
     """Smallest multiple of ``window`` that is >= ``size``."""
     return -(-size // window) * window
+
+
+def needs_padding(H: int, W: int, window: Pair) -> bool:
+    """Whether an ``H x W`` map must be padded to be cut into ``window``-sized windows."""
+    return padded_size(H, window[0]) != H or padded_size(W, window[1]) != W
 
 
 def effective_window_shift(resolution: Pair, window: int | Pair, shift: int | Pair) -> Tuple[Pair, Pair]:

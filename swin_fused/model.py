@@ -166,8 +166,6 @@ class WindowAttention(nn.Module):
         if min(window) <= 0:
             raise ValueError(f"window_size must be positive, got {window}")
         qkv = self.qkv(x)  # B, H, W, 3C: one GEMM on the natural layout (a Linear commutes with the roll)
-        H, W = x.shape[1:3]
-        needs_pad = padded_size(H, window[0]) != H or padded_size(W, window[1]) != W
         out = window_attention(
             qkv,
             self.relative_position_bias_table,
@@ -175,7 +173,7 @@ class WindowAttention(nn.Module):
             window,
             shift_size,
             scale=self.scale,
-            pad_qkv=self.qkv.bias if needs_pad else None,
+            pad_qkv=self.qkv.bias,  # q/k/v of padding tokens, used only where the map is padded
             shift_before_pad=shift_before_pad,
             table_window=self.window_size,
             dropout_p=self.attn_drop.p if self.training else 0.0,

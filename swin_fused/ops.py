@@ -18,14 +18,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .geometry import padded_size
 from .kernels.window_attention_bwd import window_attention_bwd
 from .kernels.window_attention_fwd import window_attention_fwd
 
 __all__ = ["fused_window_attention"]
-
-
-def _padded(size: int, window: int) -> int:
-    return -(-size // window) * window
 
 
 @torch.library.custom_op("swin_fused::window_attention", mutates_args=())
@@ -55,7 +52,7 @@ def _window_attention_fake(qkv, table, pad_qkv, num_heads, window, shift, scale,
     out = qkv.new_empty((B, H, W, C3 // 3))
     if not need_lse:
         return out, qkv.new_empty((0,), dtype=torch.float32)
-    n_windows = B * (_padded(H, window[0]) // window[0]) * (_padded(W, window[1]) // window[1])
+    n_windows = B * (padded_size(H, window[0]) // window[0]) * (padded_size(W, window[1]) // window[1])
     return out, qkv.new_empty((n_windows, num_heads, window[0] * window[1]), dtype=torch.float32)
 
 
@@ -128,10 +125,8 @@ def fused_window_attention(
     shift_before_pad: bool,
     table_window: Sequence[int],
 ) -> Tensor:
-    """The fused op with autograd. Arguments as :func:`swin_fused.window_attention` (already validated)."""
-    H, W = qkv.shape[1:3]
-    if _padded(H, window[0]) == H and _padded(W, window[1]) == W:
-        pad_qkv = None  # nothing is padded: pad_qkv is unused and gets no gradient
+    """The fused op with autograd. Arguments as :func:`swin_fused.window_attention` (already validated;
+    ``pad_qkv`` is None unless the map is padded)."""
     head_dim = qkv.shape[-1] // (3 * num_heads)
     scale = head_dim**-0.5 if scale is None else float(scale)
     need_lse = torch.is_grad_enabled() and (

@@ -138,10 +138,6 @@ def _attend(patch: _Patch, qkv: torch.Tensor, attn: nn.Module, window: Pair, shi
     return functional.window_attention(*args, **kwargs)
 
 
-def _needs_pad(H: int, W: int, window: Pair) -> bool:
-    return padded_size(H, window[0]) != H or padded_size(W, window[1]) != W
-
-
 # --------------------------------------------------------------------------------------------------------
 # The patched methods. Python work here is on shapes and attributes only (no tensor values), so
 # torch.compile traces through them; window, shift and the table are read at call time, never cached.
@@ -162,7 +158,7 @@ def _timm_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return patch.call_original(block, x)
     qkv = attn.qkv(x)  # the Linear commutes with roll and partition; padded tokens get the bias below
     out = _attend(patch, qkv, attn, window, shift,
-                  pad_qkv=attn.qkv.bias if _needs_pad(H, W, window) else None,
+                  pad_qkv=attn.qkv.bias,
                   shift_before_pad=True,  # timm rolls, then pads (timm issue 2438): reproduced on purpose
                   dropout_p=attn.attn_drop.p if attn.training else 0.0,
                   scale=attn.scale, table_window=tuple(attn.window_size))
@@ -179,7 +175,7 @@ def _torchvision_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
                   for i, size in enumerate((H, W)))
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)  # torchvision calls F.linear too (no qkv hooks)
     out = _attend(patch, qkv, attn, window, shift,
-                  pad_qkv=attn.qkv.bias if _needs_pad(H, W, window) else None,
+                  pad_qkv=attn.qkv.bias,
                   shift_before_pad=False,
                   dropout_p=attn.attention_dropout if attn.training else 0.0,
                   scale=(C // attn.num_heads) ** -0.5, table_window=window)
