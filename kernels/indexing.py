@@ -55,14 +55,13 @@ def region_id(py, px, Hp, Wp, WH: tl.constexpr, WW: tl.constexpr, shift_h, shift
 
 @triton.jit
 def relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH: tl.constexpr, TWW: tl.constexpr):
-    """``[M, N]`` row of the relative-position table for query/key in-window coordinates.
+    """Row of the relative-position table for query/key in-window coordinates (broadcast against each other:
+    ``[M, 1]`` queries and ``[1, N]`` keys give an ``[M, N]`` tile, ``[1, M]`` and ``[N, 1]`` its transpose).
 
     ``(dy + TWh - 1) * (2 TWw - 1) + (dx + TWw - 1)``, with (TWh, TWw) the window the table was built for
     (>= the window in use: a smaller window reads the table's central rows).
     """
-    dy = ty_q[:, None] - ty_k[None, :]
-    dx = tx_q[:, None] - tx_k[None, :]
-    return (dy + TWH - 1) * (2 * TWW - 1) + (dx + TWW - 1)
+    return (ty_q - ty_k + TWH - 1) * (2 * TWW - 1) + (tx_q - tx_k + TWW - 1)
 
 
 @triton.jit

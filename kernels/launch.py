@@ -8,7 +8,6 @@ import os
 from typing import NamedTuple, Optional, Tuple
 
 import torch
-import triton
 
 from ..geometry import padded_size
 
@@ -23,8 +22,17 @@ LOG2E = 1.4426950408889634
 
 
 def interpreting() -> bool:
-    """True when kernels run on the CPU through Triton's interpreter (fixed when the kernels were imported)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """True when kernels run on the CPU through Triton's interpreter (fixed when the kernels were imported:
+    Triton reads TRITON_INTERPRET when ``@triton.jit`` wraps them)."""
+    return _INTERPRETING
+
+
+_INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def next_power_of_2(n: int) -> int:
+    """Smallest power of two >= n (>= 1); plain Python, as launches are on the host's critical path."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int) -> None:
@@ -127,7 +135,7 @@ class WindowGrid(NamedTuple):
     def constexprs(self, dtype: torch.dtype, has_pad: bool) -> dict:
         """Compile-time arguments every kernel takes."""
         return dict(
-            HEAD_DIM=self.head_dim, BLOCK_D=max(16, triton.next_power_of_2(self.head_dim)),
+            HEAD_DIM=self.head_dim, BLOCK_D=max(16, next_power_of_2(self.head_dim)),
             WH=self.window[0], WW=self.window[1], TWH=self.table_window[0], TWW=self.table_window[1],
             HAS_PAD=has_pad, HAS_SHIFT=any(self.shift), SHIFT_BEFORE_PAD=self.shift_before_pad,
             # fp32 dots in IEEE precision, not TF32: fp32 results must match PyTorch's fp32.

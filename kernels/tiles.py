@@ -45,20 +45,29 @@ def store_head(ptr, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, x):
 @triton.jit
 def pair_bias(table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, pair_ok,
               TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr):
-    """``[M, N]`` fp32 relative position bias of one head (+ MASK_VALUE across shift regions)."""
+    """fp32 relative position bias of one head (+ MASK_VALUE across shift regions) for query and key
+    coordinates that broadcast to the tile (``[M, 1]`` with ``[1, N]``, or the transpose)."""
     row = relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH, TWW)
     bias = tl.load(table_ptr + row * stride_r, mask=pair_ok, other=0.0).to(tl.float32)
     if HAS_SHIFT:
-        bias += tl.where(region_q[:, None] != region_k[None, :], MASK_VALUE, 0.0)
+        bias += tl.where(region_q != region_k, MASK_VALUE, 0.0)
     return bias
 
 
 @triton.jit
 def scores_log2(q, k, qk_scale, table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, valid_q, valid_k,
-                TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """``[M, N]`` fp32 scores in base-2 units, ``(q.k * scale + bias + mask) * log2(e)``, so that softmax can
-    use exp2 (``qk_scale`` = scale * log2(e)); keys past the window are -inf."""
+                TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                KEYS_ON_ROWS: tl.constexpr = False):
+    """Scores in base-2 units, ``(q.k * scale + bias + mask) * log2(e)``, so that softmax can use exp2
+    (``qk_scale`` = scale * log2(e)); keys past the window are -inf. fp32 ``[M, N]`` (queries on rows), or
+    ``[N, M]`` with KEYS_ON_ROWS: the backward's orientation, in which dV = P^T dO and dK = dS^T Q take P^T
+    and dS^T as they come out of the dots, with no transpose through shared memory."""
+    if KEYS_ON_ROWS:
+        s = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
+        bias = pair_bias(table_ptr, stride_r, ty_q[None, :], tx_q[None, :], region_q[None, :], ty_k[:, None],
+                         tx_k[:, None], region_k[:, None], valid_k[:, None] & valid_q[None, :], TWH, TWW, HAS_SHIFT)
+        return tl.where(valid_k[:, None], s + bias * LOG2E, float("-inf"))
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-    bias = pair_bias(table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k,
-                     valid_q[:, None] & valid_k[None, :], TWH, TWW, HAS_SHIFT)
+    bias = pair_bias(table_ptr, stride_r, ty_q[:, None], tx_q[:, None], region_q[:, None], ty_k[None, :],
+                     tx_k[None, :], region_k[None, :], valid_q[:, None] & valid_k[None, :], TWH, TWW, HAS_SHIFT)
     return tl.where(valid_k[None, :], s + bias * LOG2E, float("-inf"))

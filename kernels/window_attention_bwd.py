@@ -11,9 +11,11 @@ a private ``[N, N]`` partial; the launcher then sums partials in a fixed order a
 pairs with a fixed index list (swin_fused.geometry's relative index). Padding tokens' dk, dv (which belong to
 the qkv bias) are reduced the same way. Repeated runs are bit-identical.
 
-Windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass computes dq, dk, dv and keeps the dS
-partial in registers. Larger windows (12x12, 16x16) loop over tiles: pass A accumulates dk, dv per key tile
-(updating the program-private dS partial in global memory), pass B recomputes dS per query tile for dq.
+fp16/bf16 windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass computes dq, dk, dv (keys
+on rows, so only dq's operand is transposed) and keeps the dS partial in registers. Larger windows (12x12,
+16x16), and fp32 windows of more than 32 tokens, loop over tiles (see ``bwd_launch_config``): pass A
+accumulates dk, dv per key tile (updating the program-private dS partial in global memory), pass B recomputes
+dS per query tile for dq.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import triton.language as tl
 from ..geometry import table_gather_index
 
 from .indexing import token_tile
-from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args
+from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args, next_power_of_2
 from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -63,11 +65,16 @@ def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, 
 @triton.jit
 def _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
               valid_m, valid_n, TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr,
-              DOT_PRECISION: tl.constexpr):
+              DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
     """Recompute P from the saved base-2 lse, and dS = P * (dO v^T - delta), the gradient of the scores (natural
-    units, so it is also the gradient of the bias)."""
-    p = tl.exp2(scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
-                            valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION) - lse[:, None])
+    units, so it is also the gradient of the bias). ``[M, N]``, or P^T and dS^T ``[N, M]`` with KEYS_ON_ROWS."""
+    s = scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
+                    valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION, KEYS_ON_ROWS)
+    if KEYS_ON_ROWS:
+        p = tl.exp2(s - lse[None, :])
+        dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        return p, p * (dp - delta[None, :])
+    p = tl.exp2(s - lse[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     return p, p * (dp - delta[:, None])
 
@@ -130,17 +137,18 @@ def _window_attention_bwd_kernel(
             delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
             lse = tl.load(LSE + (window * n_heads + head).to(tl.int64) * N + offs, mask=valid, other=0.0)
 
-            p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty, tx, region, ty, tx,
-                              region, valid, valid, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-            ds_acc += ds
-            dsc = ds.to(q.dtype)
-            dq = tl.dot(dsc, k, input_precision=DOT_PRECISION) * sm_scale
-            dk = tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION) * sm_scale
+            # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
+            pt, dst = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty, tx, region, ty, tx,
+                                region, valid, valid, TWH, TWW, HAS_SHIFT, DOT_PRECISION, True)
+            dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
+            ds_acc += dst
+            dstc = dst.to(q.dtype)
+            dk = tl.dot(dstc, q, input_precision=DOT_PRECISION) * sm_scale
+            dq = tl.dot(tl.trans(dstc), k, input_precision=DOT_PRECISION) * sm_scale
             store_head(dq_ptr, tok, dqkv_row_stride, d, HEAD_DIM, real, dq)
             dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
                                           dpad_k, dpad_v, HAS_PAD)
-        tl.store(ds_partial + offs[:, None] * N + offs[None, :], ds_acc,
+        tl.store(ds_partial + offs[None, :] * N + offs[:, None], ds_acc,  # [query, key], as the tiled path
                  mask=(offs < N)[:, None] & (offs < N)[None, :])
     else:
         for window in range(w_start, w_end):
@@ -198,14 +206,18 @@ def _window_attention_bwd_kernel(
         tl.store(dpad_ptr + BLOCK_D + d, dpad_v)
 
 
-def bwd_launch_config(tokens: int) -> Tuple[int, int, int]:
-    """``(BLOCK, num_warps, num_stages)`` for a window of ``tokens`` tokens.
+def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
+    """``(BLOCK, num_warps, num_stages)`` for a window of ``tokens`` tokens in ``dtype``.
 
-    One register tile up to 64 tokens, 64-token tiles beyond. 8 warps for 64-wide tiles: compiled for sm_90
-    (tests/aot_compile.py + ptxas -v), the one-tile fp16/bf16 kernel spills 230-360 bytes per thread at 4
-    warps and 0-56 at 8; 2 stages spill less than 3 and still overlap the next window's loads.
+    From compiled-register evidence (tests/aot_compile.py, ptxas -v, sm_90, Triton 3.6 and 3.8):
+    fp16/bf16 windows of up to 64 tokens are one register tile, with 8 warps (4 spill 230-400 bytes per
+    thread) and 2 stages (3 spill more); larger windows loop over 64-token tiles. fp32 dots run on the FMA
+    units, and a 64-token fp32 tile spills 70-850 bytes whichever way it is launched, so fp32 windows of more
+    than 32 tokens loop over 32-token tiles (no spills at 8 warps).
     """
-    block = max(16, triton.next_power_of_2(tokens)) if tokens <= 64 else 64
+    if dtype == torch.float32 and tokens > 32:
+        return 32, 8, 2
+    block = max(16, next_power_of_2(tokens)) if tokens <= 64 else 64
     return block, (8 if block >= 64 else 4), 2
 
 
@@ -230,6 +242,7 @@ def window_attention_bwd(
     table_window: Optional[Pair] = None,
     *,
     dqkv: Optional[torch.Tensor] = None,
+    checked: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Launch the fused backward.
 
@@ -237,12 +250,14 @@ def window_attention_bwd(
         dout: ``[B, H, W, C]`` gradient of the output. qkv, out, lse: the forward's input and outputs.
         table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window: as the forward.
         dqkv: optional ``[B, H, W, 3C]`` buffer (qkv's dtype, rows as ``as_rows`` takes them) to write.
+        checked: as the forward's (False for arguments the forward already checked).
 
     Returns:
         ``(dqkv, dtable, dpad)``: dtable fp32 in the table's shape; dpad ``[3C]`` fp32 (zero q part), or
         None when nothing is padded or ``pad_qkv`` is None.
     """
-    check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
+    if checked:
+        check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
     check_kernel_inputs(qkv, table, g.head_dim, N)
@@ -263,8 +278,8 @@ def window_attention_bwd(
         raise ValueError(f"dqkv must be a {tuple(qkv.shape)} {qkv.dtype} tensor whose rows flatten, got "
                          f"{tuple(dqkv.shape)} {dqkv.dtype} strides {dqkv.stride()}")
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    block, num_warps, num_stages = bwd_launch_config(N)
-    if N > 64:
+    block, num_warps, num_stages = bwd_launch_config(N, qkv.dtype)
+    if N > block:  # the tiled path
         # delta = rowsum(dO * O) per token and head, [B*H*W, heads]; one-tile windows compute it in-kernel.
         delta = (dout_rows.float() * out_rows.float()).view(-1, num_heads, g.head_dim).sum(-1)
     else:
@@ -272,7 +287,7 @@ def window_attention_bwd(
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
-    block_d = max(16, triton.next_power_of_2(g.head_dim))
+    block_d = max(16, next_power_of_2(g.head_dim))
     ds_partial = torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
     dpad_partial = (torch.empty((n_programs, num_heads, 2, block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else ds_partial)

@@ -129,6 +129,7 @@ def window_attention_fwd(
     *,
     out: Optional[torch.Tensor] = None,
     return_lse: bool = False,
+    checked: bool = True,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Launch the fused forward.
 
@@ -139,11 +140,14 @@ def window_attention_fwd(
             :func:`swin_fused.window_attention`.
         out: optional ``[B, H, W, heads * head_dim]`` buffer in qkv's dtype, rows as ``as_rows`` takes them.
         return_lse: also return the base-2 log-sum-exp ``[B * nW, heads, Wh * Ww]`` fp32 for the backward.
+        checked: False skips the argument checks (shapes, window, shift, table, pad vector) that
+            :func:`swin_fused.window_attention` has already made; what the kernel supports is always checked.
 
     Returns:
         ``(out, lse or None)``.
     """
-    check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
+    if checked:
+        check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     check_kernel_inputs(qkv, table, g.head_dim, g.tokens)
     qkv_rows, qkv_stride = as_rows(qkv)

@@ -106,8 +106,8 @@ def backward_variants(quick):
     dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
     for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
         g = grid(window)
-        block, warps, stages = bwd.bwd_launch_config(window[0] * window[1])
         for dtype in dtypes:
+            block, warps, stages = bwd.bwd_launch_config(window[0] * window[1], dtype)
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
                         LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_PARTIAL="fp32", DPAD_PARTIAL="fp32")
             yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block}", bwd._window_attention_bwd_kernel, ptrs,
