@@ -65,6 +65,16 @@ def relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH: tl.constexpr, TWW: tl.conste
 
 
 @triton.jit
+def relative_key(ty_q, tx_q, row, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr):
+    """Inverse of :func:`relative_table_row`: the in-window key token that query (ty_q, tx_q) pairs with in
+    table row ``row`` (shapes broadcast), and whether that key is inside the window."""
+    ty_k = ty_q - (row // (2 * TWW - 1) - (TWH - 1))
+    tx_k = tx_q - (row % (2 * TWW - 1) - (TWW - 1))
+    inside = (ty_k >= 0) & (ty_k < WH) & (tx_k >= 0) & (tx_k < WW)
+    return ty_k * WW + tx_k, inside
+
+
+@triton.jit
 def token_tile(b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
                WH: tl.constexpr, WW: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
     """Everything a kernel needs about a tile of in-window tokens ``offs`` of window ``win`` of image ``b``.

@@ -6,16 +6,18 @@ probabilities from the saved base-2 log-sum-exp (flash-style; no N x N matrix is
 dv straight into ``[B, H, W, 3C]``: every token belongs to exactly one window, so no atomics.
 
 The relative-position-bias gradient is ``sum over windows of dS`` scattered onto table rows. Float atomics
-across programs would make it run-to-run different, so each program accumulates dS over its own windows into
-a private ``[N, N]`` partial; the launcher then sums partials in a fixed order and gathers each table row's
-pairs with a fixed index list (swin_fused.geometry's relative index). Padding tokens' dk, dv (which belong to
-the qkv bias) are reduced the same way. Repeated runs are bit-identical.
+across programs would make it run-to-run different, so each program sums dS over its own windows, then folds
+that ``[N, N]`` sum onto the (2TWh-1)(2TWw-1) table rows itself (each (query, table row) names one key:
+``indexing.relative_key``, the inverse of the bias gather) and writes one row vector per head; the launcher
+sums those over programs in a fixed order. An ``[N, N]`` partial per program would add up to ~75% (7x7) or
+~225% (12x12) to the backward's minimum traffic when programs cover few windows. Padding tokens' dk, dv
+(which belong to the qkv bias) are reduced the same way. Repeated runs are bit-identical.
 
 fp16/bf16 windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass computes dq, dk, dv (keys
-on rows, so only dq's operand is transposed) and keeps the dS partial in registers. Larger windows (12x12,
-16x16), and fp32 windows of more than 32 tokens, loop over tiles (see ``bwd_launch_config``): pass A
-accumulates dk, dv per key tile (updating the program-private dS partial in global memory), pass B recomputes
-dS per query tile for dq.
+on rows, so only dq's operand is transposed) and keeps the dS sum in registers, folded with an in-register
+gather. Larger windows (12x12, 16x16), and fp32 windows of more than 32 tokens, loop over tiles (see
+``bwd_launch_config``): pass A accumulates dk, dv per key tile (updating the dS sum in a program-private
+scratch, read back from L2 for the fold), pass B recomputes dS per query tile for dq.
 """
 from __future__ import annotations
 
@@ -25,13 +27,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ..geometry import table_gather_index
-
-from .indexing import token_tile
+from .indexing import relative_key, token_tile
 from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args, next_power_of_2
 from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
+#: Table rows folded per step of the dS -> table-row reduction (a [ROWS_BLOCK, BLOCK] gather).
+ROWS_BLOCK = 64
 
 
 @triton.jit
@@ -94,8 +96,43 @@ def _store_dk_dv(dq_ptr, C, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, va
 
 
 @triton.jit
+def _table_rows_from_registers(ds_t, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+                               TWW: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr):
+    """Sum a ``[key, query]`` dS^T register tile onto the (2TWh-1)(2TWw-1) table rows and store them at
+    ``out_ptr``: row r of query i reads its one key (``relative_key``) with an in-register gather, then the
+    queries are summed, in a fixed order."""
+    ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
+    q = tl.arange(0, BLOCK)
+    q_valid = q < WH * WW
+    for r0 in range(0, ROWS, ROWS_BLOCK):
+        r = r0 + tl.arange(0, ROWS_BLOCK)
+        key, inside = relative_key((q // WW)[None, :], (q % WW)[None, :], r[:, None], WH, WW, TWH, TWW)
+        ok = inside & q_valid[None, :] & (r < ROWS)[:, None]
+        pairs = tl.gather(ds_t, tl.where(ok, key, 0), 0)  # [rows, query]: ds_t[key(r, q), q]
+        tl.store(out_ptr + r, tl.sum(tl.where(ok, pairs, 0.0), 1), mask=r < ROWS)
+
+
+@triton.jit
+def _table_rows_from_scratch(ds, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+                             TWW: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr):
+    """As ``_table_rows_from_registers``, for the ``[query, key]`` dS partial the tiled path keeps in its
+    program-private scratch (just written by this program, so read back from L2)."""
+    N: tl.constexpr = WH * WW
+    ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
+    for r0 in range(0, ROWS, ROWS_BLOCK):
+        r = r0 + tl.arange(0, ROWS_BLOCK)
+        acc = tl.zeros([ROWS_BLOCK], tl.float32)
+        for q0 in range(0, N, BLOCK):
+            q = q0 + tl.arange(0, BLOCK)
+            key, inside = relative_key((q // WW)[None, :], (q % WW)[None, :], r[:, None], WH, WW, TWH, TWW)
+            ok = inside & (q < N)[None, :] & (r < ROWS)[:, None]
+            acc += tl.sum(tl.load(ds + q[None, :] * N + key, mask=ok, other=0.0), 1)
+        tl.store(out_ptr + r, acc, mask=r < ROWS)
+
+
+@triton.jit
 def _window_attention_bwd_kernel(
-    QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_PARTIAL, DPAD_PARTIAL,
+    QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
     qkv_row_stride, out_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     n_windows, C, qk_scale, sm_scale,
@@ -103,9 +140,10 @@ def _window_attention_bwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr,
 ):
     N: tl.constexpr = WH * WW
+    ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
     TILES: tl.constexpr = (N + BLOCK - 1) // BLOCK
     pid = tl.program_id(0)
     head = tl.program_id(1)
@@ -113,7 +151,7 @@ def _window_attention_bwd_kernel(
     d = tl.arange(0, BLOCK_D)
     table_ptr = TABLE + head * stride_th
     dq_ptr = DQKV + head * HEAD_DIM
-    ds_partial = DS_PARTIAL + (pid.to(tl.int64) * n_heads + head) * N * N
+    dtable_ptr = DTABLE_PARTIAL + (pid.to(tl.int64) * n_heads + head) * ROWS
     # Padding tokens' dk and dv: they belong to the qkv bias (pad_qkv), reduced across programs later.
     dpad_k = tl.zeros([BLOCK_D], tl.float32)
     dpad_v = tl.zeros([BLOCK_D], tl.float32)
@@ -148,9 +186,9 @@ def _window_attention_bwd_kernel(
             store_head(dq_ptr, tok, dqkv_row_stride, d, HEAD_DIM, real, dq)
             dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
                                           dpad_k, dpad_v, HAS_PAD)
-        tl.store(ds_partial + offs[None, :] * N + offs[:, None], ds_acc,  # [query, key], as the tiled path
-                 mask=(offs < N)[:, None] & (offs < N)[None, :])
+        _table_rows_from_registers(ds_acc, dtable_ptr, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     else:
+        ds_partial = DS_SCRATCH + (pid.to(tl.int64) * n_heads + head) * N * N
         for window in range(w_start, w_end):
             b = window // n_win
             win = window % n_win
@@ -200,6 +238,8 @@ def _window_attention_bwd_kernel(
                                       ty_n, tx_n, region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
                 store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
+        tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
+        _table_rows_from_scratch(ds_partial, dtable_ptr, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     if HAS_PAD:
         dpad_ptr = DPAD_PARTIAL + (pid.to(tl.int64) * n_heads + head) * 2 * BLOCK_D
         tl.store(dpad_ptr + d, dpad_k)
@@ -223,8 +263,15 @@ def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
 
 def _windows_per_program(n_windows: int, num_heads: int) -> int:
     """Windows each program reduces. Depends on the shape only, so the summation order (and the bits of the
-    table gradient) never changes between runs; ~2K programs keep an H100's 132 SMs busy."""
-    return max(1, min(16, (n_windows * num_heads) // 2048))
+    table gradient) never changes between runs.
+
+    Each program writes (and the launcher reads back) an fp32 ``[N, N]`` dS partial per head, whatever the
+    number of windows it covers, so fewer programs move fewer bytes: at one window per program the partials
+    add ~77% to the backward's minimum traffic (7x7 windows, head_dim 32) and ~225% (12x12). About 1024
+    (window-group, head) programs keep the partials near or under a quarter of it at Swin-T batch 128 while
+    still giving an H100 ~8 waves (132 SMs, one 8-warp program per SM at 255 registers).
+    """
+    return max(1, min(16, (n_windows * num_heads) // 1024))
 
 
 def window_attention_bwd(
@@ -288,23 +335,24 @@ def window_attention_bwd(
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
     block_d = max(16, next_power_of_2(g.head_dim))
-    ds_partial = torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
+    rows = table.shape[0]  # (2TWh-1)(2TWw-1)
+    dtable_partial = torch.empty((n_programs, num_heads, rows), device=qkv.device, dtype=torch.float32)
+    ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
+                  if N > block else dtable_partial)
     dpad_partial = (torch.empty((n_programs, num_heads, 2, block_d), device=qkv.device, dtype=torch.float32)
-                    if has_pad else ds_partial)
+                    if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     _window_attention_bwd_kernel[(n_programs, num_heads)](
-        qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_partial, dpad_partial,
+        qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dtable_partial, dpad_partial,
         qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),
         *g.geometry_args(),
         n_windows, g.C, scale * LOG2E, scale,
-        WINDOWS_PER_PROGRAM=per_program, BLOCK=block, num_warps=num_warps, num_stages=num_stages,
+        WINDOWS_PER_PROGRAM=per_program, BLOCK=block, ROWS_BLOCK=ROWS_BLOCK, num_warps=num_warps,
+        num_stages=num_stages,
         **g.constexprs(qkv.dtype, has_pad),
     )
-    # Fixed-order reductions (no atomics): over programs, then each table row over its (query, key) pairs.
-    ds_sum = ds_partial.sum(0).view(num_heads, N * N)
-    ds_sum = torch.cat([ds_sum, ds_sum.new_zeros(num_heads, 1)], 1)
-    gather = table_gather_index(g.window, g.table_window, qkv.device)
-    dtable = ds_sum[:, gather].sum(-1).t().contiguous()  # rows, heads
+    # Fixed-order reduction over programs (no atomics).
+    dtable = dtable_partial.sum(0).t().contiguous()  # rows, heads
     dpad = None
     if has_pad:
         dkv = dpad_partial.sum(0)[..., : g.head_dim]  # heads, 2, head_dim

@@ -87,10 +87,10 @@ def grid(window, head_dim=32, shift=None, pad=True, timm=False):
 
 def forward_variants(quick):
     dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
-    configs = fwd._fwd_configs()
+    configs = fwd._FWD_CONFIGS
     for window in ((7, 7), (4, 4), (5, 5), (8, 8), (12, 12), (16, 16)):
         g = grid(window)
-        for c in fwd._prune_fwd_configs(configs, {}, WH=window[0], WW=window[1]) if not quick else configs[3:4]:
+        for c in fwd._window_configs(configs, *window) if not quick else configs[3:4]:
             for dtype in dtypes if window == (7, 7) else dtypes[:1]:
                 yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} BM{c.kwargs['BLOCK_M']} BN{c.kwargs['BLOCK_N']} "
                        f"warps{c.num_warps}", fwd._window_attention_fwd_kernel,
@@ -109,9 +109,11 @@ def backward_variants(quick):
         for dtype in dtypes:
             block, warps, stages = bwd.bwd_launch_config(window[0] * window[1], dtype)
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
-                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DTABLE_PARTIAL="fp32",
+                        DPAD_PARTIAL="fp32")
             yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block}", bwd._window_attention_bwd_kernel, ptrs,
-                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block), warps, stages)
+                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block, ROWS_BLOCK=bwd.ROWS_BLOCK),
+                   warps, stages)
 
 
 def main(argv=None) -> int:
