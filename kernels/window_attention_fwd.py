@@ -16,6 +16,7 @@ Optionally stores the log-sum-exp (base 2) per (window, head, token) for the bac
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional, Tuple
 
@@ -25,7 +26,7 @@ import triton.language as tl
 
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     interpreting)
+                     interpreting, next_power_of_2)
 from .tiles import load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -36,34 +37,35 @@ def _autotuning() -> bool:
     return not interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
 
 
-def _fwd_configs():
-    # (BLOCK_M, BLOCK_N, num_warps). Windows of <= 64 tokens are one tile (no key loop, so num_stages is moot);
-    # larger windows loop over key tiles. Compiled for sm_90 (tests/aot_compile.py + ptxas -v), 128-row
-    # tiles and 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not.
-    shapes = [(16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 128, 8)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2) for bm, bn, w in shapes]
+# (BLOCK_M, BLOCK_N, num_warps). Windows of <= 64 tokens are one tile (no key loop, so num_stages is moot);
+# larger windows loop over key tiles. Compiled for sm_90 (tests/aot_compile.py + ptxas -v), 128-row tiles and
+# 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not.
+_FWD_CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2) for bm, bn, w in (
+    (16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 128, 8))]
+
+
+def _window_configs(configs, wh: int, ww: int):
+    """Candidate tiles for a window: at most what its token count rounds up to (larger tiles only add masked
+    lanes); the first is the heuristic choice used when not autotuning."""
+    cap = max(16, next_power_of_2(wh * ww))
+    if cap <= 64:
+        return [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
+    return [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8]
+
+
+@functools.lru_cache(maxsize=None)
+def _heuristic_config(wh: int, ww: int) -> triton.Config:
+    return _window_configs(_FWD_CONFIGS, wh, ww)[0]
 
 
 def _prune_fwd_configs(configs, named_args, **kwargs):
-    """Candidate tiles for this window: at most what its token count rounds up to (larger tiles only add
-    masked lanes). Under the interpreter, or with autotuning off, exactly one (the first): the autotuner
-    must not benchmark through the driver there."""
+    """The autotuner's pruning: the window's candidates (``_window_configs``)."""
     args = {**named_args, **kwargs}  # Triton 3.6-3.8 pass the constexprs as kwargs; older releases may not
     if "WH" not in args:  # then one config that is right for every window
         return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (64, 64, 4)]
-    cap = max(16, triton.next_power_of_2(args["WH"] * args["WW"]))
-    if cap <= 64:
-        kept = [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
-    else:
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8]
-    return kept if _autotuning() else kept[:1]
+    return _window_configs(configs, args["WH"], args["WW"])
 
 
-@triton.autotune(
-    configs=_fwd_configs(),
-    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "STORE_LSE"],
-    prune_configs_by={"early_config_prune": _prune_fwd_configs},
-)
 @triton.jit
 def _window_attention_fwd_kernel(
     QKV, PAD, TABLE, OUT, LSE,
@@ -116,6 +118,15 @@ def _window_attention_fwd_kernel(
                  mask=valid_m)
 
 
+# Launched directly (one heuristic config) under the interpreter or with SWIN_FUSED_AUTOTUNE=0: an autotuner
+# with one config left after pruning still benchmarks it in some Triton releases (3.6), which needs a driver.
+_window_attention_fwd_autotuned = triton.autotune(
+    configs=_FWD_CONFIGS,
+    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "STORE_LSE"],
+    prune_configs_by={"early_config_prune": _prune_fwd_configs},
+)(_window_attention_fwd_kernel)
+
+
 def window_attention_fwd(
     qkv: torch.Tensor,
     table: torch.Tensor,
@@ -162,14 +173,17 @@ def window_attention_fwd(
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     scale = g.head_dim**-0.5 if scale is None else scale
 
-    def grid(meta):
-        return (g.B * g.n_win * triton.cdiv(g.tokens, meta["BLOCK_M"]), num_heads)
+    args = (qkv_rows, pad, table, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
+            *g.geometry_args(), g.C, scale * LOG2E)
+    constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad))
+    if _autotuning():
+        def grid(meta):
+            return (g.B * g.n_win * triton.cdiv(g.tokens, meta["BLOCK_M"]), num_heads)
 
-    _window_attention_fwd_kernel[grid](
-        qkv_rows, pad, table, out_rows, lse,
-        qkv_stride, out_stride, table.stride(0), table.stride(1),
-        *g.geometry_args(),
-        g.C, scale * LOG2E,
-        STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad),
-    )
+        _window_attention_fwd_autotuned[grid](*args, **constexprs)
+    else:
+        config = _heuristic_config(*g.window)
+        grid = (g.B * g.n_win * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)
+        _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
+                                           num_stages=config.num_stages)
     return out, (lse if return_lse else None)

@@ -10,6 +10,11 @@ Registered ops (fake implementations included, so ``torch.compile(fullgraph=True
 The forward saves only its inputs, the output and the fp32 log-sum-exp (``[B * nW, heads, N]``): never an
 ``N x N`` attention matrix. Mixed dtypes are expected under AMP (bf16 qkv, fp32 table and qkv bias); each
 gradient comes back in its input's dtype.
+
+Plain eager calls skip the dispatcher: the same launches through a ``torch.autograd.Function``, without the
+custom op's Python dispatch (about 20 us a call with gradients on, a sizeable share of a small batch's step)
+and without re-checking what ``swin_fused.window_attention`` has checked. Whenever anything traces or
+transforms the call (torch.compile, export, fake tensors, torch.func), it goes through the registered op.
 """
 from __future__ import annotations
 
@@ -17,6 +22,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+try:
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+except ImportError:  # an older torch: every call goes through the registered op
+    def is_in_torch_dispatch_mode() -> bool:
+        return True
 
 from .geometry import padded_size
 from .kernels.window_attention_bwd import window_attention_bwd
@@ -38,9 +49,16 @@ def _window_attention(
     table_window: List[int],
     need_lse: bool,
 ) -> Tuple[Tensor, Tensor]:
+    return _forward(qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad, table_window, need_lse,
+                    checked=True)
+
+
+def _forward(qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad, table_window, need_lse,
+             checked):
+    """``(out, lse)``; lse is empty unless ``need_lse``."""
     out, lse = window_attention_fwd(
         qkv, table, num_heads, tuple(window), tuple(shift), scale, pad_qkv, shift_before_pad, tuple(table_window),
-        return_lse=need_lse,
+        return_lse=need_lse, checked=checked,
     )
     return out, (lse if lse is not None else qkv.new_empty((0,), dtype=torch.float32))
 
@@ -71,15 +89,22 @@ def _window_attention_backward(
     shift_before_pad: bool,
     table_window: List[int],
 ) -> Tuple[Tensor, Tensor, Tensor]:
+    dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale,
+                                    shift_before_pad, table_window, checked=True)
+    return dqkv, dtable, (dpad if dpad is not None else qkv.new_empty((0,)))  # an op cannot return None
+
+
+def _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad,
+               table_window, checked):
+    """``(dqkv, dtable, dpad)``, each in its input's dtype; dpad is None without ``pad_qkv`` (and zeros when
+    it was given but nothing is padded)."""
     dqkv, dtable, dpad = window_attention_bwd(
         dout, qkv, out, lse, table, num_heads, tuple(window), tuple(shift), scale, pad_qkv, shift_before_pad,
-        tuple(table_window),
+        tuple(table_window), checked=checked,
     )
-    if pad_qkv is None:
-        dpad = qkv.new_empty((0,))
-    elif dpad is None:  # nothing was padded
-        dpad = torch.zeros_like(pad_qkv)
-    return dqkv, dtable.to(table.dtype), dpad.to(pad_qkv.dtype if pad_qkv is not None else qkv.dtype)
+    if pad_qkv is not None:
+        dpad = torch.zeros_like(pad_qkv) if dpad is None else dpad.to(pad_qkv.dtype)
+    return dqkv, dtable.to(table.dtype), dpad
 
 
 @_window_attention_backward.register_fake
@@ -98,20 +123,49 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (num_heads, window, shift, scale, shift_before_pad, table_window)
 
 
-def _backward(ctx, dout, _dlse):
+def _saved(ctx):
+    """``(qkv, table, pad_qkv, out, lse)`` saved by ``_setup_context``."""
     if ctx.missing_lse:
         raise RuntimeError("swin_fused::window_attention was called with need_lse=False but a gradient was "
                            "requested; call it through swin_fused.window_attention, which asks for the lse "
                            "whenever gradients are enabled")
-    qkv, table, pad_qkv, out, lse = ctx.saved_tensors
-    num_heads, window, shift, scale, shift_before_pad, table_window = ctx.args
+    return ctx.saved_tensors
+
+
+def _backward(ctx, dout, _dlse):
+    qkv, table, pad_qkv, out, lse = _saved(ctx)
     dqkv, dtable, dpad = torch.ops.swin_fused.window_attention_backward(
-        dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad, table_window
-    )
+        dout, qkv, out, lse, table, pad_qkv, *ctx.args)
     return dqkv, dtable, (dpad if pad_qkv is not None else None), None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("swin_fused::window_attention", _backward, setup_context=_setup_context)
+
+
+class _EagerWindowAttention(torch.autograd.Function):
+    """The op for plain eager calls (see the module docstring): same launches, same saved tensors. The
+    forward(ctx, ...) form: with a separate setup_context, every apply binds the signature through inspect
+    (~40 us)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        out, lse = _forward(*inputs, checked=False)
+        _setup_context(ctx, inputs, (out, lse))
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qkv, table, pad_qkv, out, lse = _saved(ctx)
+        dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, *ctx.args, checked=False)
+        return dqkv, dtable, dpad, None, None, None, None, None, None, None
+
+
+def _plain_eager() -> bool:
+    """True when nothing traces or transforms this call: no torch.compile / export, no dispatch mode (fake
+    tensors, make_fx, functionalization, FlopCounterMode) and no torch.func transform (whose wrapped tensors
+    a launch cannot take)."""
+    return not (torch.compiler.is_compiling() or is_in_torch_dispatch_mode()
+                or torch._C._functorch.peek_interpreter_stack() is not None)
 
 
 def fused_window_attention(
@@ -132,6 +186,9 @@ def fused_window_attention(
     need_lse = torch.is_grad_enabled() and (
         qkv.requires_grad or table.requires_grad or (pad_qkv is not None and pad_qkv.requires_grad)
     )
+    if _plain_eager():
+        return _EagerWindowAttention.apply(qkv, table, pad_qkv, num_heads, tuple(window), tuple(shift), scale,
+                                           bool(shift_before_pad), tuple(table_window), need_lse)
     out, _ = torch.ops.swin_fused.window_attention(
         qkv, table, pad_qkv, num_heads, list(window), list(shift), scale, bool(shift_before_pad),
         list(table_window), need_lse,

@@ -1,0 +1,89 @@
+"""How a fused call reaches the kernels: plain eager calls skip the torch.library dispatcher (an
+autograd.Function, arguments checked once), anything that traces goes through the registered op. Both routes
+must launch the same kernels with the same arguments, so their outputs and gradients are bit-identical.
+"""
+import pytest
+import torch
+from conftest import HAS_CUDA
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+import swin_fused
+from swin_fused import ops
+from swin_fused.kernels import window_attention_bwd as bwd_module
+from swin_fused.kernels import window_attention_fwd as fwd_module
+
+DEVICE = "cuda" if HAS_CUDA else "cpu"
+HEADS, HEAD_DIM = 2, 8
+C3 = 3 * HEADS * HEAD_DIM
+
+
+def inputs(requires_grad=True):
+    """A padded (7 x 5 map, window 3), shifted call with a qkv bias: every part of the op is exercised."""
+    g = torch.Generator().manual_seed(3)
+    qkv, table, pad = (torch.randn(shape, generator=g).to(DEVICE).requires_grad_(requires_grad)
+                       for shape in ((2, 7, 5, C3), (25, HEADS), (C3,)))
+    return qkv, table, pad
+
+
+def run(qkv, table, pad):
+    return swin_fused.window_attention(qkv, table, HEADS, 3, 1, pad_qkv=pad, backend="triton")
+
+
+def grads(route, monkeypatch):
+    monkeypatch.setattr(ops, "_plain_eager", lambda: route == "eager")
+    qkv, table, pad = inputs()
+    out = run(qkv, table, pad)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(4)).to(DEVICE))
+    return out, qkv.grad, table.grad, pad.grad
+
+
+def test_eager_route_is_bit_identical_to_the_registered_op(monkeypatch):
+    eager = grads("eager", monkeypatch)
+    op = grads("op", monkeypatch)
+    for name, a, b in zip(("out", "dqkv", "dtable", "dpad"), eager, op):
+        assert a is not None and a.dtype == b.dtype, name
+        assert torch.equal(a, b), f"{name}: eager and op routes differ by {(a - b).abs().max().item()}"
+
+
+def test_eager_route_uses_the_function_and_checks_arguments_once(monkeypatch):
+    calls = []
+    for module in (fwd_module, bwd_module):
+        checked = module.check_launch_args
+        monkeypatch.setattr(module, "check_launch_args", lambda *a, _c=checked: (calls.append(1), _c(*a))[1])
+    qkv, table, pad = inputs()
+    out = run(qkv, table, pad)
+    assert type(out.grad_fn).__name__.startswith("_EagerWindowAttention")
+    out.sum().backward()
+    assert calls == [], "the launchers re-checked arguments that window_attention had checked"
+    assert qkv.grad is not None and table.grad is not None and pad.grad is not None
+    # Direct launcher callers still get the checks.
+    with torch.no_grad():
+        fwd_module.window_attention_fwd(qkv, table, HEADS, (3, 3), (1, 1), None, pad)
+    assert calls == [1]
+
+
+def test_no_grad_eager_call_saves_nothing_for_backward():
+    qkv, table, pad = inputs(requires_grad=True)
+    with torch.no_grad():
+        out = run(qkv, table, pad)
+    assert out.grad_fn is None and not out.requires_grad
+
+
+def test_fake_tensors_go_through_the_registered_op():
+    """Under a dispatch mode (here FakeTensorMode, as torch.export and make_fx use) nothing may launch: the
+    op's fake implementation gives the shapes."""
+    with FakeTensorMode():
+        qkv = torch.empty(2, 7, 5, C3, device=DEVICE)
+        table = torch.empty(25, HEADS, device=DEVICE)
+        out = swin_fused.window_attention(qkv, table, HEADS, 3, 1, pad_qkv=torch.empty(C3, device=DEVICE),
+                                          backend="triton")
+    assert isinstance(out, FakeTensor) and tuple(out.shape) == (2, 7, 5, C3 // 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_eager_route_returns_gradients_in_each_inputs_dtype(dtype):
+    """Under AMP qkv is half while the table and the qkv bias stay fp32: each gradient in its input's dtype."""
+    qkv, table, pad = inputs()
+    qkv = qkv.detach().to(dtype).requires_grad_()
+    run(qkv, table, pad).float().sum().backward()
+    assert (qkv.grad.dtype, table.grad.dtype, pad.grad.dtype) == (dtype, torch.float32, torch.float32)
