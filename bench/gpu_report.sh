@@ -4,7 +4,7 @@
 #
 #   bench/gpu_report.sh [OUTDIR]        # default: $OUT, else ./gpu-report-<date>
 #
-# Bounded: every step has its own `timeout`, and the limits add up to under 6 minutes (REPORT_SCALE=2
+# Bounded: every step has its own `timeout`, and the limits add up to 6 minutes (REPORT_SCALE=2
 # doubles them). Benchmarks also stop themselves before their limit (SWIN_FUSED_BENCH_BUDGET_S) and append
 # each result to bench.jsonl as they go, so a step cut short still leaves its numbers. A failing step is
 # recorded in steps.txt and the report goes on. Works offline: the package is installed with --no-deps
@@ -36,9 +36,9 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a hard time limit, log rc and
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
 
     if [ -z "${REPORT_SKIP_INSTALL:-}" ]; then
-        step install 20 python -m pip install --no-deps --no-build-isolation -q -e .
+        step install 15 python -m pip install --no-deps --no-build-isolation -q -e .
     fi
-    step env 15 python -c "
+    step env 10 python -c "
 import torch, triton, importlib
 print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else 'NONE', '| torch', torch.__version__,
       '| cuda', torch.version.cuda, '| triton', triton.__version__)
@@ -65,18 +65,28 @@ for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib',
         python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models.json"
     # torch.compile rows, Swin-T inference (each compile takes tens of seconds).
-    step bench-compiled 35 env SWIN_FUSED_BENCH_BUDGET_S=15 SWIN_FUSED_BENCH_MODELS=tiny \
+    step bench-compiled 25 env SWIN_FUSED_BENCH_BUDGET_S=12 SWIN_FUSED_BENCH_MODELS=tiny \
         python -m pytest bench/test_bench_models.py -k "compiled and infer" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-compiled.json"
 
+    # Nsight Compute on the fused kernels alone (bench/ncu_kernels.py brackets one forward + backward per shape in
+    # a profiler range): registers, spills, achieved occupancy, DRAM and SM throughput as launched.
+    if command -v ncu >/dev/null 2>&1; then
+        step ncu 25 ncu --profile-from-start off --kernel-name regex:_window_attention_ --csv --page details \
+            --section SpeedOfLight --section Occupancy --section LaunchStats --log-file "$OUTDIR/ncu.csv" \
+            python bench/ncu_kernels.py
+    else
+        echo "=== [ncu] skipped: ncu not on PATH"; echo "ncu skipped (not on PATH)" >> "$OUTDIR/steps.txt"
+    fi
+
     step profile 20 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
         --trace "$OUTDIR/profile-trace.json"
-    step roofline 20 python -m swin_fused roofline --iters 10 --no-progress --json "$OUTDIR/roofline.json"
-    step table 20 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
+    step roofline 18 python -m swin_fused roofline --iters 10 --no-progress --json "$OUTDIR/roofline.json"
+    step table 19 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
 
     if [ -s "$OUTDIR/bench.jsonl" ]; then
         step summarize 5 python bench/summarize.py "$OUTDIR/bench.jsonl" -o "$OUTDIR/RESULTS.md"
-        step plots 10 python -m swin_fused plot "$OUTDIR/bench.jsonl" -o "$OUTDIR/plots"
+        step plots 8 python -m swin_fused plot "$OUTDIR/bench.jsonl" -o "$OUTDIR/plots"
         cat "$OUTDIR/RESULTS.md" 2>/dev/null
     fi
     echo "=== steps"; cat "$OUTDIR/steps.txt"
