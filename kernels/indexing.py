@@ -14,14 +14,16 @@ MASK_VALUE = tl.constexpr(-100.0)
 
 
 @triton.jit
+def in_window_coords(tok, WW: tl.constexpr):
+    """In-window token index (row-major) -> its (row, column) in the window; the same in every window."""
+    return tok // WW, tok % WW
+
+
+@triton.jit
 def window_frame_position(win, tok, n_win_w, WH: tl.constexpr, WW: tl.constexpr):
-    """Window ``win`` (row-major over the padded map) and in-window tokens ``tok`` -> window-frame (py, px),
-    and the in-window coordinates (ty, tx)."""
-    ty = tok // WW
-    tx = tok % WW
-    py = (win // n_win_w) * WH + ty
-    px = (win % n_win_w) * WW + tx
-    return py, px, ty, tx
+    """Window ``win`` (row-major over the padded map) and in-window tokens ``tok`` -> window-frame (py, px)."""
+    ty, tx = in_window_coords(tok, WW)
+    return (win // n_win_w) * WH + ty, (win % n_win_w) * WW + tx
 
 
 @triton.jit
@@ -80,13 +82,13 @@ def token_tile(b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
     """Everything a kernel needs about a tile of in-window tokens ``offs`` of window ``win`` of image ``b``.
 
     Returns ``tok``, the int64 row of each token in the caller's ``[B * H * W, channels]`` map (valid for
-    real tokens only), ``real`` (in the window and not padding), ``valid`` (offs < Wh * Ww), the in-window
-    coordinates (ty, tx) and the shift-mask region id.
+    real tokens only), ``real`` (in the window and not padding), ``valid`` (offs < Wh * Ww) and the shift-mask
+    region id. (The in-window coordinates, which the bias depends on, are the same in every window.)
     """
     valid = offs < WH * WW
-    py, px, ty, tx = window_frame_position(win, offs, n_win_w, WH, WW)
+    py, px = window_frame_position(win, offs, n_win_w, WH, WW)
     sy, real_y = map_position(py, shift_h, H, Hp, SHIFT_BEFORE_PAD)
     sx, real_x = map_position(px, shift_w, W, Wp, SHIFT_BEFORE_PAD)
     region = region_id(py, px, Hp, Wp, WH, WW, shift_h, shift_w)
     tok = (b.to(tl.int64) * H + sy) * W + sx
-    return tok, valid & real_y & real_x, valid, ty, tx, region
+    return tok, valid & real_y & real_x, valid, region

@@ -7,7 +7,7 @@ launchers pass any map whose batch and spatial dimensions flatten that way witho
 import triton
 import triton.language as tl
 
-from .indexing import LOG2E, MASK_VALUE, relative_table_row
+from .indexing import LOG2E, MASK_VALUE, in_window_coords, relative_table_row
 
 
 @triton.jit
@@ -43,31 +43,38 @@ def store_head(ptr, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, x):
 
 
 @triton.jit
-def pair_bias(table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, pair_ok,
-              TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr):
-    """fp32 relative position bias of one head (+ MASK_VALUE across shift regions) for query and key
-    coordinates that broadcast to the tile (``[M, 1]`` with ``[1, N]``, or the transpose)."""
-    row = relative_table_row(ty_q, tx_q, ty_k, tx_k, TWH, TWW)
-    bias = tl.load(table_ptr + row * stride_r, mask=pair_ok, other=0.0).to(tl.float32)
-    if HAS_SHIFT:
-        bias += tl.where(region_q != region_k, MASK_VALUE, 0.0)
-    return bias
+def bias_tile(table_ptr, stride_r, offs_q, offs_k, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+              TWW: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
+    """fp32 relative position bias of one head between in-window query tokens ``offs_q`` and key tokens
+    ``offs_k``: ``[M, N]``, or ``[N, M]`` with KEYS_ON_ROWS; 0 past the window. It depends on in-window
+    positions only, so a kernel that loops over windows loads it once, not per window."""
+    ty_q, tx_q = in_window_coords(offs_q, WW)
+    ty_k, tx_k = in_window_coords(offs_k, WW)
+    ok_q = offs_q < WH * WW
+    ok_k = offs_k < WH * WW
+    if KEYS_ON_ROWS:
+        row = relative_table_row(ty_q[None, :], tx_q[None, :], ty_k[:, None], tx_k[:, None], TWH, TWW)
+        ok = ok_k[:, None] & ok_q[None, :]
+    else:
+        row = relative_table_row(ty_q[:, None], tx_q[:, None], ty_k[None, :], tx_k[None, :], TWH, TWW)
+        ok = ok_q[:, None] & ok_k[None, :]
+    return tl.load(table_ptr + row * stride_r, mask=ok, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def scores_log2(q, k, qk_scale, table_ptr, stride_r, ty_q, tx_q, region_q, ty_k, tx_k, region_k, valid_q, valid_k,
-                TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                KEYS_ON_ROWS: tl.constexpr = False):
+def scores_log2(q, k, qk_scale, bias, region_q, region_k, valid_k, HAS_SHIFT: tl.constexpr,
+                DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
     """Scores in base-2 units, ``(q.k * scale + bias + mask) * log2(e)``, so that softmax can use exp2
-    (``qk_scale`` = scale * log2(e)); keys past the window are -inf. fp32 ``[M, N]`` (queries on rows), or
-    ``[N, M]`` with KEYS_ON_ROWS: the backward's orientation, in which dV = P^T dO and dK = dS^T Q take P^T
-    and dS^T as they come out of the dots, with no transpose through shared memory."""
+    (``qk_scale`` = scale * log2(e); ``bias`` from :func:`bias_tile`, the mask is MASK_VALUE across shift
+    regions); keys past the window are -inf. fp32 ``[M, N]`` (queries on rows), or ``[N, M]`` with
+    KEYS_ON_ROWS: the backward's orientation, in which dV = P^T dO and dK = dS^T Q take P^T and dS^T as they
+    come out of the dots, with no transpose through shared memory."""
     if KEYS_ON_ROWS:
         s = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * qk_scale
-        bias = pair_bias(table_ptr, stride_r, ty_q[None, :], tx_q[None, :], region_q[None, :], ty_k[:, None],
-                         tx_k[:, None], region_k[:, None], valid_k[:, None] & valid_q[None, :], TWH, TWW, HAS_SHIFT)
+        if HAS_SHIFT:
+            bias += tl.where(region_k[:, None] != region_q[None, :], MASK_VALUE, 0.0)
         return tl.where(valid_k[:, None], s + bias * LOG2E, float("-inf"))
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
-    bias = pair_bias(table_ptr, stride_r, ty_q[:, None], tx_q[:, None], region_q[:, None], ty_k[None, :],
-                     tx_k[None, :], region_k[None, :], valid_q[:, None] & valid_k[None, :], TWH, TWW, HAS_SHIFT)
+    if HAS_SHIFT:
+        bias += tl.where(region_q[:, None] != region_k[None, :], MASK_VALUE, 0.0)
     return tl.where(valid_k[None, :], s + bias * LOG2E, float("-inf"))

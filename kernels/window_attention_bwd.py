@@ -27,9 +27,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .indexing import relative_key, token_tile
-from .launch import LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args, next_power_of_2
-from .tiles import load_head, load_kv, scores_log2, store_head
+from .indexing import in_window_coords, relative_key, token_tile
+from .launch import (LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args, head_major,
+                     next_power_of_2)
+from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
 #: Table rows folded per step of the dS -> table-row reduction (a [ROWS_BLOCK, BLOCK] gather).
@@ -42,7 +43,7 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
                 HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
                 HAS_PAD: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
     """A query tile: its tokens, q, dO, saved lse and delta = rowsum(dO * O) (from DELTA, [B*H*W, heads])."""
-    tok, real, valid, ty, tx, region = token_tile(
+    tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok, qkv_row_stride, d, HEAD_DIM, real, valid, PAD + head * HEAD_DIM,
                   HAS_PAD)
@@ -50,7 +51,7 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
     do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
     lse = tl.load(LSE + lse_row + offs, mask=valid, other=0.0)
     delta = tl.load(DELTA + tok * n_heads + head, mask=real, other=0.0)
-    return tok, real, valid, ty, tx, region, q, do, lse, delta
+    return tok, real, valid, region, q, do, lse, delta
 
 
 @triton.jit
@@ -58,20 +59,19 @@ def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, 
               HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, HAS_PAD: tl.constexpr,
               SHIFT_BEFORE_PAD: tl.constexpr):
     """A key tile: its tokens, k and v."""
-    tok, real, valid, ty, tx, region = token_tile(
+    tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
-    return tok, real, valid, ty, tx, region, k, v
+    return tok, real, valid, region, k, v
 
 
 @triton.jit
-def _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
-              valid_m, valid_n, TWH: tl.constexpr, TWW: tl.constexpr, HAS_SHIFT: tl.constexpr,
+def _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT: tl.constexpr,
               DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
     """Recompute P from the saved base-2 lse, and dS = P * (dO v^T - delta), the gradient of the scores (natural
-    units, so it is also the gradient of the bias). ``[M, N]``, or P^T and dS^T ``[N, M]`` with KEYS_ON_ROWS."""
-    s = scores_log2(q, k, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m, ty_n, tx_n, region_n,
-                    valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION, KEYS_ON_ROWS)
+    units, so it is also the gradient of the bias). ``[M, N]``, or P^T and dS^T ``[N, M]`` with KEYS_ON_ROWS
+    (``bias`` in the same orientation)."""
+    s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION, KEYS_ON_ROWS)
     if KEYS_ON_ROWS:
         p = tl.exp2(s - lse[None, :])
         dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -104,9 +104,10 @@ def _table_rows_from_registers(ds_t, out_ptr, WH: tl.constexpr, WW: tl.constexpr
     ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
     q = tl.arange(0, BLOCK)
     q_valid = q < WH * WW
+    ty, tx = in_window_coords(q, WW)
     for r0 in range(0, ROWS, ROWS_BLOCK):
         r = r0 + tl.arange(0, ROWS_BLOCK)
-        key, inside = relative_key((q // WW)[None, :], (q % WW)[None, :], r[:, None], WH, WW, TWH, TWW)
+        key, inside = relative_key(ty[None, :], tx[None, :], r[:, None], WH, WW, TWH, TWW)
         ok = inside & q_valid[None, :] & (r < ROWS)[:, None]
         pairs = tl.gather(ds_t, tl.where(ok, key, 0), 0)  # [rows, query]: ds_t[key(r, q), q]
         tl.store(out_ptr + r, tl.sum(tl.where(ok, pairs, 0.0), 1), mask=r < ROWS)
@@ -124,7 +125,8 @@ def _table_rows_from_scratch(ds, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TW
         acc = tl.zeros([ROWS_BLOCK], tl.float32)
         for q0 in range(0, N, BLOCK):
             q = q0 + tl.arange(0, BLOCK)
-            key, inside = relative_key((q // WW)[None, :], (q % WW)[None, :], r[:, None], WH, WW, TWH, TWW)
+            ty, tx = in_window_coords(q, WW)
+            key, inside = relative_key(ty[None, :], tx[None, :], r[:, None], WH, WW, TWH, TWW)
             ok = inside & (q < N)[None, :] & (r < ROWS)[:, None]
             acc += tl.sum(tl.load(ds + q[None, :] * N + key, mask=ok, other=0.0), 1)
         tl.store(out_ptr + r, acc, mask=r < ROWS)
@@ -162,10 +164,11 @@ def _window_attention_bwd_kernel(
         # The whole window is one register tile: one pass gives dq, dk, dv; dS accumulates in registers.
         offs = tl.arange(0, BLOCK)
         ds_acc = tl.zeros([BLOCK, BLOCK], tl.float32)
+        bias = bias_tile(table_ptr, stride_tr, offs, offs, WH, WW, TWH, TWW, True)  # the same in every window
         for window in range(w_start, w_end):
             b = window // n_win
             win = window % n_win
-            tok, real, valid, ty, tx, region = token_tile(
+            tok, real, valid, region = token_tile(
                 b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
             q = load_head(QKV + head * HEAD_DIM, tok, qkv_row_stride, d, HEAD_DIM, real, valid,
                           PAD + head * HEAD_DIM, HAS_PAD)
@@ -176,8 +179,8 @@ def _window_attention_bwd_kernel(
             lse = tl.load(LSE + (window * n_heads + head).to(tl.int64) * N + offs, mask=valid, other=0.0)
 
             # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
-            pt, dst = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty, tx, region, ty, tx,
-                                region, valid, valid, TWH, TWW, HAS_SHIFT, DOT_PRECISION, True)
+            pt, dst = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region, region, valid, HAS_SHIFT,
+                                DOT_PRECISION, True)
             dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
             ds_acc += dst
             dstc = dst.to(q.dtype)
@@ -196,19 +199,20 @@ def _window_attention_bwd_kernel(
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
             for n_tile in range(TILES):
                 offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
+                tok_n, real_n, valid_n, region_n, k, v = _key_side(
                     QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
                     HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
                 dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_m, real_m, valid_m, ty_m, tx_m, region_m, q, do, lse, delta = _query_side(
+                    tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
                         QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
                         n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
                         SHIFT_BEFORE_PAD)
-                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m,
-                                      ty_n, tx_n, region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
+                    bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
+                                      DOT_PRECISION)
                     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
                     dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
                     # Program-private partial: read-modify-write needs no atomics, only ordering among this
@@ -224,18 +228,19 @@ def _window_attention_bwd_kernel(
             # Pass B: per query tile, dq over all key tiles (recomputing dS rather than accumulating dq in HBM).
             for m_tile in range(TILES):
                 offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_m, real_m, valid_m, ty_m, tx_m, region_m, q, do, lse, delta = _query_side(
+                tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
                     QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
                     n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
                     SHIFT_BEFORE_PAD)
                 dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for n_tile in range(TILES):
                     offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_n, real_n, valid_n, ty_n, tx_n, region_n, k, v = _key_side(
+                    tok_n, real_n, valid_n, region_n, k, v = _key_side(
                         QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,
                         head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
-                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, table_ptr, stride_tr, ty_m, tx_m, region_m,
-                                      ty_n, tx_n, region_n, valid_m, valid_n, TWH, TWW, HAS_SHIFT, DOT_PRECISION)
+                    bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
+                                      DOT_PRECISION)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
                 store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
         tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
@@ -342,6 +347,7 @@ def window_attention_bwd(
     dpad_partial = (torch.empty((n_programs, num_heads, 2, block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
+    table = head_major(table)
     _window_attention_bwd_kernel[(n_programs, num_heads)](
         qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dtable_partial, dpad_partial,
         qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),

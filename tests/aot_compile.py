@@ -44,11 +44,15 @@ FLOAT_SCALARS = {"qk_scale", "sm_scale"}
 #: Integer arguments a launch typically specializes as divisible by 16 (row strides 3C and C, C itself, for
 #: C a multiple of 16 as in every Swin config): what makes the token loads 16-byte vectors.
 ALIGNED_INTS = {"qkv_row_stride", "out_row_stride", "dout_row_stride", "dqkv_row_stride", "C"}
+#: Integer arguments that are 1 at every launch, which Triton specializes as constants: the bias table's row
+#: stride (the launchers pass the table head by head, ``launch.head_major``).
+UNIT_INTS = {"stride_tr"}
 
 
 def compile_variant(kernel, pointers, constexprs, arch, num_warps, num_stages):
     """Compile one specialization; return the compiled kernel. ``pointers``: arg name -> element type."""
     fn = kernel.fn if isinstance(kernel, Autotuner) else kernel  # the JITFunction under the autotuner
+    constexprs = {**constexprs, **{name: 1 for name in UNIT_INTS if name in fn.arg_names}}
     signature, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
