@@ -1,11 +1,12 @@
 """Fused shifted-window attention, forward: one pass from qkv to the output, both in the natural layout.
 
-What one program does: one (window, head, query tile). It derives which map positions its window covers
-(cyclic shift and bottom/right padding as modular index arithmetic), gathers q, k, v of those tokens straight
-from the ``[B, H, W, 3C]`` qkv tensor, adds the relative position bias read from the
-``[(2Wh-1)(2Ww-1), heads]`` table and the official -100 shift mask derived from region ids, runs an fp32
-online softmax over key tiles, and writes each token's output at the token's own ``[B, H, W, C]`` position.
-No rolled or partitioned copy, no ``[nW, N, N]`` mask and no ``[heads, N, N]`` bias tensor exist.
+What one program does: one (window, head, query tile) -- or, in the autotune configs with several windows
+per program, that query tile of a few consecutive windows, with the bias tile gathered once. It derives which
+map positions a window covers (cyclic shift and bottom/right padding as modular index arithmetic), gathers
+q, k, v of those tokens straight from the ``[B, H, W, 3C]`` qkv tensor, adds the relative position bias read
+from the ``[(2Wh-1)(2Ww-1), heads]`` table and the official -100 shift mask derived from region ids, runs an
+fp32 online softmax over key tiles, and writes each token's output at the token's own ``[B, H, W, C]``
+position. No rolled or partitioned copy, no ``[nW, N, N]`` mask and no ``[heads, N, N]`` bias tensor exist.
 
 Supports: windows up to 16x16 and non-square ones (N = Wh*Ww tokens, one tile for N <= 64, key-tile loop
 with online softmax beyond), head_dim 1..128 including non-powers of two (lanes masked), any number of
@@ -37,20 +38,28 @@ def _autotuning() -> bool:
     return not interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
 
 
-# (BLOCK_M, BLOCK_N, num_warps). Windows of <= 64 tokens are one tile (no key loop, so num_stages is moot);
+# (BLOCK_M, BLOCK_N, num_warps, windows per program). Windows of <= 64 tokens are one tile (no key loop);
 # larger windows loop over key tiles. Compiled for sm_90 (tests/aot_compile.py + ptxas -v), 128-row tiles and
-# 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not.
-_FWD_CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2) for bm, bn, w in (
-    (16, 16, 2), (32, 32, 2), (32, 32, 4), (64, 64, 4), (64, 64, 8), (32, 64, 4), (64, 128, 8))]
+# 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not. A one-tile program may
+# run several windows with its bias tile gathered once: fewer gather instructions per window, but about
+# twice the registers (98 -> 196 at 4 warps for 7x7 fp16 with Triton 3.6), so fewer programs per SM; the
+# autotuner measures which wins on the device.
+_FWD_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WINDOWS_PER_PROGRAM": wpp}, num_warps=w, num_stages=2)
+    for bm, bn, w, wpp in ((16, 16, 2, 1), (32, 32, 2, 1), (32, 32, 4, 1), (64, 64, 4, 1), (64, 64, 8, 1),
+                           (32, 64, 4, 1), (64, 128, 8, 1), (64, 64, 4, 4), (64, 64, 8, 4))
+]
 
 
 def _window_configs(configs, wh: int, ww: int):
     """Candidate tiles for a window: at most what its token count rounds up to (larger tiles only add masked
-    lanes); the first is the heuristic choice used when not autotuning."""
+    lanes), several windows per program only for one-tile windows; the first is the heuristic choice used
+    when not autotuning."""
     cap = max(16, next_power_of_2(wh * ww))
     if cap <= 64:
         return [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
-    return [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8]
+    return [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8
+            and c.kwargs["WINDOWS_PER_PROGRAM"] == 1]
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,42 +71,29 @@ def _prune_fwd_configs(configs, named_args, **kwargs):
     """The autotuner's pruning: the window's candidates (``_window_configs``)."""
     args = {**named_args, **kwargs}  # Triton 3.6-3.8 pass the constexprs as kwargs; older releases may not
     if "WH" not in args:  # then one config that is right for every window
-        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps) == (64, 64, 4)]
+        return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps,
+                                       c.kwargs["WINDOWS_PER_PROGRAM"]) == (64, 64, 4, 1)]
     return _window_configs(configs, args["WH"], args["WW"])
 
 
 @triton.jit
-def _window_attention_fwd_kernel(
-    QKV, PAD, TABLE, OUT, LSE,
-    qkv_row_stride, out_row_stride, stride_tr, stride_th,
-    H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
-    C, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
-    HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr, STORE_LSE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    # One window per program. (Looping over several windows with the bias tile gathered once, as the backward
-    # does, doubles the registers of the 7x7 program on sm_90 -- 98 -> 196 at 4 warps -- for fewer gathers;
-    # whether that pays needs a GPU to tell.)
+def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, table_ptr, stride_tr,
+                   qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C, qk_scale,
+                   HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+                   TWW: tl.constexpr, HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr,
+                   SHIFT_BEFORE_PAD: tl.constexpr, STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BIAS_GIVEN: tl.constexpr):
+    """One query tile of one window and head: online softmax over the key tiles, output (and lse) stored.
+    With BIAS_GIVEN, ``bias`` is the (single) key tile's bias, gathered by the caller once for all its
+    windows; otherwise each key tile's bias is gathered here."""
     N: tl.constexpr = WH * WW
-    M_TILES: tl.constexpr = (N + BLOCK_M - 1) // BLOCK_M
     N_TILES: tl.constexpr = (N + BLOCK_N - 1) // BLOCK_N
-    pid = tl.program_id(0)
-    head = tl.program_id(1)
-    window = pid // M_TILES  # over the batch: b * n_win + win
     b = window // n_win
     win = window % n_win
-    table_ptr = TABLE + head * stride_th
-
-    d = tl.arange(0, BLOCK_D)
-    offs_m = (pid % M_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
     tok_m, real_m, valid_m, region_m = token_tile(
         b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
                   PAD + head * HEAD_DIM, HAS_PAD)
-
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -106,7 +102,8 @@ def _window_attention_fwd_kernel(
         tok_n, real_n, valid_n, region_n = token_tile(
             b, win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
         k, v = load_kv(QKV, PAD, tok_n, qkv_row_stride, d, C, head, HEAD_DIM, real_n, valid_n, HAS_PAD)
-        bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+        if not BIAS_GIVEN:
+            bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
         s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
@@ -117,8 +114,41 @@ def _window_attention_fwd_kernel(
 
     store_head(OUT + head * HEAD_DIM, tok_m, out_row_stride, d, HEAD_DIM, real_m, acc / l_i[:, None])
     if STORE_LSE:
-        tl.store(LSE + (window * tl.num_programs(1) + head).to(tl.int64) * N + offs_m, m_i + tl.log2(l_i),
-                 mask=valid_m)
+        tl.store(LSE + (window * n_heads + head).to(tl.int64) * N + offs_m, m_i + tl.log2(l_i), mask=valid_m)
+
+
+@triton.jit
+def _window_attention_fwd_kernel(
+    QKV, PAD, TABLE, OUT, LSE,
+    qkv_row_stride, out_row_stride, stride_tr, stride_th,
+    H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
+    C, qk_scale, n_windows,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
+    HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr, STORE_LSE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr,
+):
+    M_TILES: tl.constexpr = (WH * WW + BLOCK_M - 1) // BLOCK_M
+    pid = tl.program_id(0)
+    head = tl.program_id(1)
+    n_heads = tl.num_programs(1)
+    table_ptr = TABLE + head * stride_th
+    d = tl.arange(0, BLOCK_D)
+    offs_m = (pid % M_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
+    window = (pid // M_TILES) * WINDOWS_PER_PROGRAM  # windows run over the batch: b * n_win + win
+    if WINDOWS_PER_PROGRAM == 1:
+        _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, d, table_ptr, stride_tr,
+                       qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C, qk_scale,
+                       HEAD_DIM, WH, WW, TWH, TWW, HAS_PAD, HAS_SHIFT, SHIFT_BEFORE_PAD, STORE_LSE, DOT_PRECISION,
+                       BLOCK_M, BLOCK_N, BLOCK_D, False)
+    else:  # one key tile (see _window_configs): its bias is the same in every window, gathered once
+        bias = bias_tile(table_ptr, stride_tr, offs_m, tl.arange(0, BLOCK_N), WH, WW, TWH, TWW)
+        for w in range(window, tl.minimum(window + WINDOWS_PER_PROGRAM, n_windows)):
+            _attend_window(QKV, PAD, OUT, LSE, w, head, n_heads, offs_m, d, bias, table_ptr, stride_tr,
+                           qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C,
+                           qk_scale, HEAD_DIM, WH, WW, TWH, TWW, HAS_PAD, HAS_SHIFT, SHIFT_BEFORE_PAD, STORE_LSE,
+                           DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
 
 
 # Launched directly (one heuristic config) under the interpreter or with SWIN_FUSED_AUTOTUNE=0: an autotuner
@@ -179,16 +209,17 @@ def window_attention_fwd(
     windows = g.B * g.n_win
     table = head_major(table)
     args = (qkv_rows, pad, table, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
-            *g.geometry_args(), g.C, scale * LOG2E)
+            *g.geometry_args(), g.C, scale * LOG2E, windows)
     constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad))
     if _autotuning():
         def grid(meta):
-            return (windows * triton.cdiv(g.tokens, meta["BLOCK_M"]), num_heads)
+            return (triton.cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * triton.cdiv(g.tokens, meta["BLOCK_M"]),
+                    num_heads)
 
         _window_attention_fwd_autotuned[grid](*args, **constexprs)
     else:
         config = _heuristic_config(*g.window)
-        grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)
+        grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # one window per program
         _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
                                            num_stages=config.num_stages)
     return out, (lse if return_lse else None)

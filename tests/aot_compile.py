@@ -96,14 +96,17 @@ def forward_variants(quick):
         g = grid(window)
         for c in fwd._window_configs(configs, *window) if not quick else configs[3:4]:
             for dtype in dtypes if window == (7, 7) else dtypes[:1]:
+                per_program = c.kwargs["WINDOWS_PER_PROGRAM"]
                 yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} BM{c.kwargs['BLOCK_M']} BN{c.kwargs['BLOCK_N']} "
-                       f"warps{c.num_warps}", fwd._window_attention_fwd_kernel,
+                       f"warps{c.num_warps}{f' x{per_program} windows' if per_program > 1 else ''}",
+                       fwd._window_attention_fwd_kernel,
                        dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),
                        dict(g.constexprs(dtype, True), STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
     g = grid((7, 7), head_dim=40, shift=(0, 0), pad=False, timm=True)  # no pad / no shift / odd head_dim path
     yield ("fwd w7x7 fp16 d40 no-pad no-shift no-lse", fwd._window_attention_fwd_kernel,
            dict(QKV="fp16", PAD="fp16", TABLE="fp32", OUT="fp16", LSE="fp16"),
-           dict(g.constexprs(torch.float16, False), STORE_LSE=False, BLOCK_M=64, BLOCK_N=64), 4, 2)
+           dict(g.constexprs(torch.float16, False), STORE_LSE=False, BLOCK_M=64, BLOCK_N=64, WINDOWS_PER_PROGRAM=1),
+           4, 2)
 
 
 def backward_variants(quick):

@@ -1,10 +1,13 @@
-"""Error-bound helpers shared by the kernel tests (flash-attention's rule).
+"""Error-bound helpers shared by the kernel tests (flash-attention's rule), and NaN-poisoned allocations.
 
 A kernel passes when its max error against a float64 reference is at most ``factor`` times the error plain
 PyTorch makes in the same dtype, plus a small per-dtype floor (read from the kernel module, where the op
 declares it).
 """
+import contextlib
+
 import torch
+import torch.utils.deterministic
 
 from swin_fused.kernels.launch import ERROR_FLOOR
 
@@ -20,3 +23,16 @@ def assert_within_torch_error(name, kernel, torch_same_dtype, ref64, dtype, fact
     t_err = max_err(torch_same_dtype, ref64)
     bound = factor * t_err + ERROR_FLOOR[dtype]
     assert k_err <= bound, f"{name}: kernel error {k_err:.3e} > {factor} x torch error {t_err:.3e} + floor"
+
+
+@contextlib.contextmanager
+def nan_filled_empty():
+    """torch.use_deterministic_algorithms(True): torch.empty then returns NaN-filled memory, so any read of a
+    buffer element the kernels did not write first (or any element left unwritten) poisons the result."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    assert torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)

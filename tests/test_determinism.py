@@ -10,12 +10,10 @@ live: dqkv, the relative-position table and the qkv bias (through padding tokens
   (N > 64) backward. The interpreter runs programs one by one, so races cannot show on the CPU;
 - CUDA (``@pytest.mark.cuda``): large batches where races would show, many repeats.
 """
-import contextlib
-
 import pytest
 import torch
-import torch.utils.deterministic
 from conftest import HAS_CUDA
+from numerics import nan_filled_empty
 
 import swin_fused
 from swin_fused.kernels import window_attention_bwd as bwd_module
@@ -95,19 +93,6 @@ def test_block_parameter_gradients_are_bit_identical():
     for name, g in grads[0].items():
         assert all(torch.equal(g, other[name]) for other in grads[1:]), name
     assert grads[0]["attn.qkv.bias"][32:].abs().sum() > 0  # k, v bias get gradient (padding tokens, shift)
-
-
-@contextlib.contextmanager
-def nan_filled_empty():
-    """torch.use_deterministic_algorithms(True): torch.empty then returns NaN-filled memory, so any read of a
-    buffer element the kernels did not write first poisons the result."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    assert torch.utils.deterministic.fill_uninitialized_memory
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
 
 
 def test_deterministic_algorithms_mode_is_supported():

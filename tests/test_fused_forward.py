@@ -6,9 +6,10 @@ outputs are NaN-poisoned before each launch so an unwritten element fails.
 import pytest
 import torch
 from conftest import HAS_CUDA
-from numerics import assert_within_torch_error
+from numerics import assert_within_torch_error, nan_filled_empty
 
 import swin_fused
+from swin_fused.kernels import window_attention_fwd as fwd_module
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd
 from swin_fused.reference import window_attention_reference
 
@@ -92,6 +93,26 @@ def test_lse_is_the_log_sum_exp_of_the_scores():
     scores = scores + torch.where(lab[:, None, :, None] != lab[:, None, None, :], -100.0, 0.0).double()
     expected = torch.logsumexp(scores, -1) / torch.log(torch.tensor(2.0, dtype=torch.float64))
     torch.testing.assert_close(lse.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_several_windows_per_program_match_one(monkeypatch, dtype):
+    """The autotuner's multi-window configs (bias tile gathered once per program) compute each window as the
+    one-window config does. Forced here, with 9 windows over programs of 4 (the last one short), padding, a
+    shift and the lse: outputs and lse bit-identical, in NaN-filled fresh buffers (every element written)."""
+    case = (1, 19, 20, 2, 16, (7, 7), (3, 3), True, False, None, None)
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
+    args = (cast(qkv, dtype), cast(table, torch.float32), 2, (7, 7), (3, 3), None, cast(pad_qkv, dtype))
+    monkeypatch.setattr(fwd_module, "_autotuning", lambda: False)  # launch exactly the config under test
+    one = window_attention_fwd(*args, return_lse=True)
+    several = [c for c in fwd_module._window_configs(fwd_module._FWD_CONFIGS, 7, 7)
+               if c.kwargs["WINDOWS_PER_PROGRAM"] > 1]
+    assert several, "no multi-window config for 7 x 7 windows"
+    for config in several:
+        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda wh, ww, c=config: c)
+        with nan_filled_empty():
+            out, lse = window_attention_fwd(*args, return_lse=True)
+        assert torch.equal(out, one[0]) and torch.equal(lse, one[1]), config
 
 
 def test_no_lse_when_not_asked():
