@@ -95,7 +95,10 @@ for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib',
     step table 19 python -m swin_fused table --iters 10 --warmup 3 --no-progress --json "$OUTDIR/table.json"
 
     if [ -s "$OUTDIR/bench.jsonl" ]; then
-        step summarize 5 python bench/summarize.py "$OUTDIR/bench.jsonl" -o "$OUTDIR/RESULTS.md"
+        ncu_table=()
+        if [ -s "$OUTDIR/ncu.csv" ]; then ncu_table=(--ncu "$OUTDIR/ncu.csv"); fi
+        step summarize 5 python bench/summarize.py "$OUTDIR/bench.jsonl" ${ncu_table[@]+"${ncu_table[@]}"} \
+            -o "$OUTDIR/RESULTS.md"
         step plots 8 python -m swin_fused plot "$OUTDIR/bench.jsonl" -o "$OUTDIR/plots"
         cat "$OUTDIR/RESULTS.md" 2>/dev/null
     fi

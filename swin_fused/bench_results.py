@@ -1,4 +1,4 @@
-"""Read pytest-benchmark JSON written by ``bench/`` and turn it into Markdown tables.
+"""Read pytest-benchmark JSON written by ``bench/`` (and Nsight Compute CSV) and turn it into Markdown tables.
 
 Used by ``bench/summarize.py`` (tables for bench/results/ and the README) and :mod:`swin_fused.plots`.
 Each benchmark's ``extra_info`` (written by bench/conftest.py) says what it measured: ``kind`` (op, block,
@@ -6,12 +6,13 @@ model), ``impl``, ``mode``, ``shape`` or ``model``, ``batch``, ``dtype``, device
 """
 from __future__ import annotations
 
+import csv
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report"]
+__all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report", "ncu_markdown"]
 
 #: Column order of implementations in tables and plots; unknown ones follow in first-seen order.
 IMPL_ORDER = (
@@ -138,3 +139,41 @@ def markdown_report(results: List[Result], env: Dict) -> str:
     if len(parts) <= 1:
         parts.append("_No benchmark results with swin_fused extra_info in this file._")
     return "\n\n".join(parts) + "\n"
+
+
+#: (column, Nsight Compute metric) of the kernel table: SpeedOfLight, LaunchStats and Occupancy sections.
+NCU_COLUMNS = (
+    ("duration", "Duration"),
+    ("DRAM %", "DRAM Throughput"),
+    ("memory %", "Memory Throughput"),
+    ("SM %", "Compute (SM) Throughput"),
+    ("regs/thread", "Registers Per Thread"),
+    ("occupancy % (theor.)", "Theoretical Occupancy"),
+    ("occupancy % (achieved)", "Achieved Occupancy"),
+)
+
+
+def ncu_markdown(path: str) -> str:
+    """One row per profiled kernel launch of an ``ncu --csv --page details`` log (bench/ncu_kernels.py):
+    duration, DRAM / memory / SM throughput as % of peak, registers and occupancy. Lines before the CSV
+    header (``==PROF==`` messages) are skipped; a log without kernels says so instead of failing."""
+    with open(path, newline="") as f:
+        lines = [line for line in f if line.startswith('"')]
+    launches: "OrderedDict[str, Dict]" = OrderedDict()
+    for row in csv.DictReader(lines):
+        if not row.get("ID") or "Metric Name" not in row:
+            continue
+        launch = launches.setdefault(row["ID"], {"kernel": row.get("Kernel Name", "?"), "metrics": {},
+                                                 "grid": row.get("Grid Size", ""), "block": row.get("Block Size", "")})
+        value, unit = row.get("Metric Value", ""), row.get("Metric Unit") or ""
+        # Percentages and counts speak for themselves; the duration needs its unit (ns, usecond, msecond...).
+        launch["metrics"][row["Metric Name"]] = f"{value} {unit}" if row["Metric Name"] == "Duration" else value
+    if not launches:
+        return f"No kernel launches in {path} (was ncu able to profile? see the log)."
+    head = ["launch", "kernel", "grid", "block"] + [name for name, _ in NCU_COLUMNS]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for launch_id, launch in launches.items():
+        cells = [launch_id, launch["kernel"], launch["grid"], launch["block"]]
+        cells += [launch["metrics"].get(metric, "—") for _, metric in NCU_COLUMNS]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"

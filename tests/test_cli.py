@@ -163,6 +163,44 @@ def test_summarize_writes_markdown_tables(tmp_path, capsys):
     assert "Test GPU" in text
 
 
+NCU_LOG = """==PROF== Connected to process 4242 (/usr/bin/python3.11)
+==PROF== Profiling "_window_attention_fwd_kernel" - 0: 0%....50%....100% - 9 passes
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","4242","python3.11","127.0.0.1","_window_attention_fwd_kernel","1","7","(128, 1, 1)","(2048, 3, 1)","0","9.0","GPU Speed Of Light Throughput","DRAM Throughput","%","71.52"
+"0","4242","python3.11","127.0.0.1","_window_attention_fwd_kernel","1","7","(128, 1, 1)","(2048, 3, 1)","0","9.0","GPU Speed Of Light Throughput","Duration","usecond","41.95"
+"0","4242","python3.11","127.0.0.1","_window_attention_fwd_kernel","1","7","(128, 1, 1)","(2048, 3, 1)","0","9.0","Launch Statistics","Registers Per Thread","register/thread","98"
+"0","4242","python3.11","127.0.0.1","_window_attention_fwd_kernel","1","7","(128, 1, 1)","(2048, 3, 1)","0","9.0","Occupancy","Achieved Occupancy","%","38.40"
+"1","4242","python3.11","127.0.0.1","_window_attention_bwd_kernel","1","7","(256, 1, 1)","(1024, 3, 1)","0","9.0","GPU Speed Of Light Throughput","Duration","msecond","1,204.5"
+"1","4242","python3.11","127.0.0.1","_window_attention_bwd_kernel","1","7","(256, 1, 1)","(1024, 3, 1)","0","9.0","Launch Statistics","Registers Per Thread","register/thread","255"
+==PROF== Disconnected from process 4242
+"""
+
+
+def test_summarize_adds_the_nsight_compute_kernel_table(tmp_path):
+    """An ``ncu --csv --page details`` log (what gpu_report.sh writes) becomes one row per kernel launch, the
+    profiler's own messages skipped and missing metrics shown as dashes."""
+    from swin_fused.bench_results import ncu_markdown
+
+    log = tmp_path / "ncu.csv"
+    log.write_text(NCU_LOG)
+    lines = ncu_markdown(str(log)).splitlines()
+    assert lines[0].startswith("| launch | kernel | grid | block | duration | DRAM % |")
+    assert lines[2] == ("| 0 | _window_attention_fwd_kernel | (2048, 3, 1) | (128, 1, 1) | 41.95 usecond | 71.52 | — | — "
+                        "| 98 | — | 38.40 |")
+    assert lines[3].startswith("| 1 | _window_attention_bwd_kernel | (1024, 3, 1) | (256, 1, 1) | 1,204.5 msecond | — |")
+    assert len(lines) == 4
+    spec = importlib.util.spec_from_file_location("summarize", os.path.join(REPO, "bench", "summarize.py"))
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    data = _synthetic_benchmark_json(tmp_path / "bench.json")
+    assert summarize.main([str(data), "--ncu", str(log), "-o", str(tmp_path / "RESULTS.md")]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Fused kernels, Nsight Compute" in text and lines[2] in text
+    empty = tmp_path / "empty.csv"
+    empty.write_text("==PROF== ERR_NVGPUCTRPERM - The user does not have permission to access NVIDIA GPU counters\n")
+    assert "No kernel launches" in ncu_markdown(str(empty))
+
+
 def test_progress_falls_back_to_stderr_without_tqdm(monkeypatch, capsys):
     from swin_fused.benchmarking import progress
 
