@@ -80,9 +80,11 @@ for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib',
         --benchmark-json="$OUTDIR/bench-compiled.json"
 
     # Nsight Compute on the fused kernels alone (bench/ncu_kernels.py brackets one forward + backward per shape in
-    # a profiler range): registers, spills, achieved occupancy, DRAM and SM throughput as launched.
+    # a profiler range): registers, spills, achieved occupancy, DRAM and SM throughput as launched. The heuristic
+    # configs (SWIN_FUSED_AUTOTUNE=0), mostly compiled by the test step already, so the limit goes to profiling.
     if command -v ncu >/dev/null 2>&1; then
-        step ncu 25 ncu --profile-from-start off --kernel-name regex:_window_attention_ --csv --page details \
+        step ncu 25 env SWIN_FUSED_AUTOTUNE=0 \
+            ncu --profile-from-start off --kernel-name regex:_window_attention_ --csv --page details \
             --section SpeedOfLight --section Occupancy --section LaunchStats --log-file "$OUTDIR/ncu.csv" \
             python bench/ncu_kernels.py
     else

@@ -5,7 +5,8 @@
 
 Everything before the range (compiling, autotuning, a warm-up call) is not profiled, so ncu replays exactly
 the fused kernels of the chosen shapes: registers and spills as launched, achieved occupancy, DRAM and
-compute throughput against the device's peak. ``bench/gpu_report.sh`` runs it. The shapes: Swin-T stage 1
+compute throughput against the device's peak. ``bench/gpu_report.sh`` runs it with SWIN_FUSED_AUTOTUNE=0
+(the heuristic configs, mostly compiled already by its test step). The shapes: Swin-T stage 1
 (shifted), Swin-T stage 3 (shifted, few windows per program in the backward) and Swin-B-384 stage 1 (12 x 12
 windows: the forward's key loop and the tiled backward).
 """
