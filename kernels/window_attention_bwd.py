@@ -270,11 +270,10 @@ def _windows_per_program(n_windows: int, num_heads: int) -> int:
     """Windows each program reduces. Depends on the shape only, so the summation order (and the bits of the
     table gradient) never changes between runs.
 
-    Each program writes (and the launcher reads back) an fp32 ``[N, N]`` dS partial per head, whatever the
-    number of windows it covers, so fewer programs move fewer bytes: at one window per program the partials
-    add ~77% to the backward's minimum traffic (7x7 windows, head_dim 32) and ~225% (12x12). About 1024
-    (window-group, head) programs keep the partials near or under a quarter of it at Swin-T batch 128 while
-    still giving an H100 ~8 waves (132 SMs, one 8-warp program per SM at 255 registers).
+    Each program pays once, whatever the number of windows it covers, for its bias gather, its dS fold
+    and its table-row partial (plus, for tiled windows, an fp32 ``[N, N]`` scratch per head, 83 KB at
+    12x12), so fewer programs repeat less of that. About 1024 (window-group, head) programs still give an
+    H100 ~8 waves (132 SMs, one 8-warp program per SM at 255 registers).
     """
     return max(1, min(16, (n_windows * num_heads) // 1024))
 

@@ -143,7 +143,7 @@ def _window_attention_fwd_kernel(
     d = tl.arange(0, BLOCK_D)
     offs_m = (pid % M_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
     window = (pid // M_TILES) * WINDOWS_PER_PROGRAM  # windows run over the batch: b * n_win + win
-    if WINDOWS_PER_PROGRAM == 1:
+    if WINDOWS_PER_PROGRAM == 1:  # the bias argument is unused (``d`` fills it): gathered per key tile
         _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, d, table_ptr, stride_tr,
                        qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C, qk_scale,
                        HEAD_DIM, WH, WW, TWH, TWW, HAS_PAD, HAS_SHIFT, SHIFT_BEFORE_PAD, STORE_LSE, DOT_PRECISION,
