@@ -61,7 +61,7 @@ def measure(benchmark):
 
     def run(fn, *, rounds, group, dtype=DTYPE, batch=None, **extra):
         if BUDGET_S and time.monotonic() - START > BUDGET_S:
-            pytest.skip(f"time budget SWIN_FUSED_BENCHBUDGET_S={BUDGET_S:.0f}s exhausted")
+            pytest.skip(f"time budget SWIN_FUSED_BENCH_BUDGET_S={BUDGET_S:.0f}s exhausted")
         benchmark.group = group
         benchmark.extra_info.update(environment(DEVICE, dtype, batch))
         benchmark.extra_info.update(extra)

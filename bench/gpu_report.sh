@@ -23,6 +23,9 @@ SCALE="${REPORT_SCALE:-1}"
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a hard time limit, log rc and duration
     local name=$1 limit=$(( $2 * SCALE )); shift 2
+    if [ -n "${REPORT_STEPS:-}" ] && [[ ",$REPORT_STEPS," != *",$name,"* ]]; then
+        echo "$name skipped (not in REPORT_STEPS)" >> "$OUTDIR/steps.txt"; return 0
+    fi
     local start=$SECONDS
     echo "=== [$name] (limit ${limit}s) $*"
     timeout --kill-after=5 "$limit" "$@"
@@ -39,31 +42,46 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a hard time limit, log rc and
         step install 15 python -m pip install --no-deps --no-build-isolation -q -e .
     fi
     step env 10 python -c "
-import torch, triton, importlib
+import torch, triton
+from importlib.metadata import version
 print('gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else 'NONE', '| torch', torch.__version__,
       '| cuda', torch.version.cuda, '| triton', triton.__version__)
-for m in ('timm', 'torchvision', 'pytest_benchmark', 'hypothesis', 'matplotlib', 'numpy'):
-    try: print(m, importlib.import_module(m).__version__)
+for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib', 'numpy'):
+    try: print(m, version(m))  # metadata only: importing timm cold takes seconds
     except Exception as e: print(m, 'unavailable:', e)
 "
     # The kernel tests with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine; one config per
-    # window size, so the time goes to compiling each variant once, not to autotuning), then the GPU-only
-    # tests. The rest of the suite is device-independent and runs in CI. Compiling ~100 kernel variants is
-    # the cost, and Triton compiles one at a time per process: the files run as parallel processes, each
-    # logging to its own file (kept if the step is cut short).
-    step tests-kernels 80 env SWIN_FUSED_AUTOTUNE=0 OUTDIR="$OUTDIR" bash -c '
+    # window size, so the time goes to compiling each variant once, not to autotuning), the GPU-only tests
+    # (-m cuda) and, where compute-sanitizer is installed, memcheck and racecheck over bench/sanitize_probe.py,
+    # all as parallel processes: compiling ~100 kernel variants is the cost, and Triton compiles one at a time
+    # per process. The kernel tests are sharded by test id over REPORT_TEST_JOBS processes. Each process logs to
+    # its own file (kept if the step is cut short). The rest of the suite is device-independent and runs in CI.
+    step tests 120 env SWIN_FUSED_AUTOTUNE=0 OUTDIR="$OUTDIR" JOBS="${REPORT_TEST_JOBS:-12}" bash -c '
+        mkdir -p "$OUTDIR/tests"
+        pytest_args=(-q -rfE --tb=short -p no:cacheprovider)
         pids=()
-        for name in fused_forward fused_backward training dispatch; do
-            python -m pytest "tests/test_$name.py" -q --maxfail=5 -p no:cacheprovider \
-                --junitxml="$OUTDIR/tests-$name.xml" > "$OUTDIR/tests-$name.log" 2>&1 &
+        python -m pytest tests -m cuda "${pytest_args[@]}" --junitxml="$OUTDIR/tests/cuda.xml" \
+            > "$OUTDIR/tests/cuda.log" 2>&1 &
+        pids+=($!)
+        if command -v compute-sanitizer >/dev/null 2>&1; then
+            for tool in memcheck racecheck; do
+                compute-sanitizer --tool "$tool" --print-limit 20 python bench/sanitize_probe.py \
+                    > "$OUTDIR/tests/sanitizer-$tool.log" 2>&1 &
+                pids+=($!)
+            done
+        fi
+        python -m pytest --collect-only -q -p no:cacheprovider tests/test_fused_forward.py \
+            tests/test_fused_backward.py tests/test_training.py tests/test_dispatch.py | grep "::" > "$OUTDIR/tests/ids"
+        split -n "r/$JOBS" -d "$OUTDIR/tests/ids" "$OUTDIR/tests/shard-"
+        for shard in "$OUTDIR"/tests/shard-??; do
+            [ -s "$shard" ] || continue
+            xargs -a "$shard" python -m pytest "${pytest_args[@]}" --junitxml="$shard.xml" > "$shard.log" 2>&1 &
             pids+=($!)
         done
         rc=0
         for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
-        tail -n 15 "$OUTDIR"/tests-*.log
+        tail -n 4 "$OUTDIR"/tests/*.log
         exit $rc'
-    step tests-cuda 20 env SWIN_FUSED_AUTOTUNE=0 python -m pytest tests -m cuda -q --maxfail=5 \
-        -p no:cacheprovider --junitxml="$OUTDIR/tests-cuda.xml"
 
     # Op (all stage shapes, batch 128 bf16; FlexAttention on the stage-1 shapes only: it compiles per shape)
     # and one block per Swin-T stage.
