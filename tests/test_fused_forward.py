@@ -92,7 +92,7 @@ def test_lse_is_the_log_sum_exp_of_the_scores():
     lab = label.view(2, 7, 2, 7).permute(0, 2, 1, 3).reshape(4, 49)
     scores = scores + torch.where(lab[:, None, :, None] != lab[:, None, None, :], -100.0, 0.0).double()
     expected = torch.logsumexp(scores, -1) / torch.log(torch.tensor(2.0, dtype=torch.float64))
-    torch.testing.assert_close(lse.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lse.double().cpu(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
