@@ -2,7 +2,7 @@
 
 Everything that makes one measurement comparable with another lives here: which device and software
 produced it (:func:`environment`), a timer that synchronizes the device around every call
-(:func:`time_calls`), peak memory (:class:`PeakMemory`), and a progress bar that uses tqdm when the
+(:func:`time_calls`), a profiler timer of the named kernels alone (:func:`profiled_time_per_call`), peak memory (:class:`PeakMemory`), and a progress bar that uses tqdm when the
 ``progress`` extra is installed and a plain stderr line otherwise. Nothing here touches CUDA at import.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, TypeVar
 
@@ -29,6 +30,8 @@ __all__ = [
     "synchronize",
     "time_calls",
     "Timing",
+    "device_time_us",
+    "profiled_time_per_call",
     "PeakMemory",
     "progress",
     "cuda_unavailable_reason",
@@ -163,6 +166,53 @@ def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmu
         synchronize(device)
         times.append(time.perf_counter() - start)
     return Timing(times)
+
+
+def device_time_us(event) -> float:
+    """Self device time (µs) of a profiler event or ``key_averages()`` row, whatever the torch version."""
+    for attr in ("self_device_time_total", "self_cuda_time_total"):  # renamed *_cuda_* -> *_device_* in torch 2.4
+        if hasattr(event, attr):
+            return float(getattr(event, attr))
+    return 0.0
+
+
+def profiled_time_per_call(fn: Callable[[], object], device: torch.device, iters: int, warmup: int = 1,
+                           name_prefix: str = "") -> float:
+    """Seconds per call spent in ``fn``'s profiler events whose name starts with ``name_prefix``.
+
+    Runs ``fn`` ``warmup`` times, then ``iters`` calls under ``torch.profiler``. On CUDA the matching events
+    are kernels and their summed device time counts, so host work (launch overhead, Python) is left out;
+    on the CPU their summed self CPU time counts. Returns total / ``iters``; when the number of matching
+    events is not ``iters`` (a call is expected to launch exactly one), warns with the time per event.
+    Raises ``RuntimeError`` naming ``name_prefix`` and the events seen when none matches.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    on_cuda = device.type == "cuda"
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            fn()
+        synchronize(device)  # the last kernels must finish inside the profiled window
+    averages = prof.key_averages()
+    # On CUDA only the kernel rows: a CPU-side range of the same name would count its kernels' time again.
+    kind = DeviceType.CUDA if on_cuda else DeviceType.CPU
+    found = [e for e in averages if e.key.startswith(name_prefix) and e.device_type == kind]
+    if not found:
+        seen = ", ".join(sorted({e.key for e in averages})) or "none"
+        raise RuntimeError(f"profiler recorded no {device.type} event named {name_prefix!r}*; events seen: {seen}")
+    total_us = sum(device_time_us(e) if on_cuda else float(e.self_cpu_time_total) for e in found)
+    launches = sum(e.count for e in found)
+    if launches != iters:
+        warnings.warn(f"{launches} {name_prefix!r} events over {iters} calls ({total_us / launches:.1f} µs each); "
+                      f"reporting their total per call", RuntimeWarning, stacklevel=2)
+    return total_us * 1e-6 / iters
 
 
 class PeakMemory:

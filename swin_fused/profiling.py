@@ -15,7 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from .backend import use_backend
-from .benchmarking import environment, fused_unavailable_reason, progress, synchronize
+from .benchmarking import device_time_us, environment, fused_unavailable_reason, progress, synchronize
 
 __all__ = ["add_arguments", "run", "FUSED_KERNELS"]
 
@@ -44,13 +44,6 @@ def _sort_key(on_cuda: bool) -> str:
         return "self_cpu_time_total"
     # renamed from *_cuda_* to *_device_* in torch 2.4
     return "self_device_time_total" if hasattr(FunctionEventAvg, "self_device_time_total") else "self_cuda_time_total"
-
-
-def _device_time_us(event) -> float:
-    for attr in ("self_device_time_total", "self_cuda_time_total"):
-        if hasattr(event, attr):
-            return float(getattr(event, attr))
-    return 0.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     averages = prof.key_averages()
     print(averages.table(sort_by=sort, row_limit=args.row_limit))
     if on_cuda:
-        found = [(e.key, _device_time_us(e), e.count) for e in averages if e.key.startswith(FUSED_KERNELS)]
+        found = [(e.key, device_time_us(e), e.count) for e in averages if e.key.startswith(FUSED_KERNELS)]
         if found:
             for key, us, count in found:
                 print(f"fused kernel {key}: {us / 1e3:.2f} ms device time over {count} launches")
