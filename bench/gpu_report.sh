@@ -42,7 +42,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a hard time limit, log rc and
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
 
     if [ -z "${REPORT_SKIP_INSTALL:-}" ]; then
-        step install 10 python -m pip install --no-deps --no-build-isolation -q -e .
+        step install 8 python -m pip install --no-deps --no-build-isolation -q -e .
     fi
     step env 10 python -c "
 import torch, triton
@@ -93,13 +93,13 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
     step bench-block 20 env SWIN_FUSED_BENCH_BUDGET_S=15 \
         python -m pytest bench/test_bench_block.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-block.json"
-    step bench-op 60 env SWIN_FUSED_BENCH_BUDGET_S=50 SWIN_FUSED_BENCH_FLEX="T/S s1 56x56 C96 h3 w7 shift3" \
+    step bench-op 55 env SWIN_FUSED_BENCH_BUDGET_S=45 SWIN_FUSED_BENCH_FLEX="T/S s1 56x56 C96 h3 w7 shift3" \
         SWIN_FUSED_BENCH_SHAPES="${REPORT_OP_SHAPES:-T/S s1 56x56 C96 h3 w7 shift3,T/S s2 28x28 C192 h6 w7 shift3,\
 T/S s3 14x14 C384 h12 w7 shift3,T/S s4,B s1 56x56 C128 h4 w7 shift3,B384 s1 96x96 C128 h4 w12 shift6}" \
         python -m pytest bench/test_bench_op.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-op.json"
     # Whole models, eager: fused vs PyTorch path vs timm vs torchvision, inference and training step.
-    step bench-models 90 env SWIN_FUSED_BENCH_BUDGET_S=80 \
+    step bench-models 85 env SWIN_FUSED_BENCH_BUDGET_S=75 \
         python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models.json"
     # torch.compile rows, Swin-T inference. Not in the 6 minutes: each compile takes 30 s or more on a fresh
@@ -114,7 +114,7 @@ T/S s3 14x14 C384 h12 w7 shift3,T/S s4,B s1 56x56 C128 h4 w7 shift3,B384 s1 96x9
     # a profiler range): registers, spills, achieved occupancy, DRAM and SM throughput as launched. The heuristic
     # configs (SWIN_FUSED_AUTOTUNE=0), mostly compiled by the test step already, so the limit goes to profiling.
     if command -v ncu >/dev/null 2>&1; then
-        step ncu 20 env SWIN_FUSED_AUTOTUNE=0 \
+        step ncu 18 env SWIN_FUSED_AUTOTUNE=0 \
             ncu --profile-from-start off --kernel-name regex:_window_attention_ --csv --page details \
             --section SpeedOfLight --section Occupancy --section LaunchStats --log-file "$OUTDIR/ncu.csv" \
             python bench/ncu_kernels.py
@@ -122,11 +122,13 @@ T/S s3 14x14 C384 h12 w7 shift3,T/S s4,B s1 56x56 C128 h4 w7 shift3,B384 s1 96x9
         echo "=== [ncu] skipped: ncu not on PATH"; echo "ncu skipped (not on PATH)" >> "$OUTDIR/steps.txt"
     fi
 
-    step profile 15 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
+    # Host microseconds per launch: empty Triton kernels with 1 and 11 pointers, the fused launchers, the op.
+    step launch-overhead 12 env SWIN_FUSED_AUTOTUNE=0 python bench/launch_overhead.py
+    step profile 17 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
         --trace "$OUTDIR/profile-trace.json"
-    step roofline 22 python -m swin_fused roofline --iters 10 --shapes "T/S s1,T/S s3,B384 s1" --no-progress \
+    step roofline 20 python -m swin_fused roofline --iters 10 --shapes "T/S s1,T/S s3,B384 s1" --no-progress \
         --json "$OUTDIR/roofline.json"
-    step table 17 python -m swin_fused table --iters 5 --warmup 2 --no-progress --json "$OUTDIR/table.json"
+    step table 15 python -m swin_fused table --iters 5 --warmup 2 --no-progress --json "$OUTDIR/table.json"
 
     if [ -s "$OUTDIR/bench.jsonl" ]; then
         ncu_table=()

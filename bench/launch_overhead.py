@@ -1,0 +1,119 @@
+"""Host time per launch: where a fused window-attention call spends its CPU time before the GPU runs it.
+
+    python bench/launch_overhead.py [--calls 300]
+
+On the 2026-11-26 H100 host a fused call cost 350-500 us of host time (under the profiler) against 30-110 us
+of kernel time. About 150 us of that lay between the launcher's last aten op and ``cuLaunchKernelEx``, in
+Triton's launch path. This script splits that cost. Each row times ``--calls`` back-to-back launches with
+``time.perf_counter`` and no sync between them (the queue absorbs the kernels), then reports the host
+microseconds per launch:
+
+- ``torch add_``: one small aten kernel, the floor for any launch from Python;
+- ``triton 1 ptr`` / ``triton 11 ptrs`` / ``triton 11 ptrs + 19 ints``: an empty Triton kernel taking as many
+  pointer (and int) arguments as the fused backward does. Triton's CUDA launcher calls ``data_ptr()`` and
+  ``cuPointerGetAttribute`` per pointer, and its binder specializes every argument;
+- ``fused fwd launcher``, ``fused bwd launcher``: ``window_attention_fwd`` / ``_bwd`` (checked=False), the
+  whole launch path including the head-major table copy;
+- ``fused op, no grad`` and ``fused op fwd+bwd``: the public op, as models call it.
+
+Needs CUDA; prints the reason and exits 2 elsewhere.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TRITON_INTERPRET", "0")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+import swin_fused  # noqa: E402
+from swin_fused.costs import shapes_by_name  # noqa: E402
+from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
+from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
+
+SHAPE = "T/S s3 14x14 C384 h12 w7 shift3"  # small: its kernels take far less time than their launch
+
+
+@triton.jit
+def _empty_1(P0, n):
+    if n < 0:  # never true (n = 2, not 1: Triton would specialize 1 into a constant): only the launch counts
+        tl.store(P0, 0.0)
+
+
+@triton.jit
+def _empty_11(P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, n):
+    if n < 0:
+        tl.store(P0, tl.load(P1) + tl.load(P2) + tl.load(P3) + tl.load(P4) + tl.load(P5) + tl.load(P6)
+                 + tl.load(P7) + tl.load(P8) + tl.load(P9) + tl.load(P10))
+
+
+@triton.jit
+def _empty_11_ints(P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, i10,
+                   i11, i12, i13, i14, i15, i16, i17, n):
+    if n < 0:
+        s = i0 + i1 + i2 + i3 + i4 + i5 + i6 + i7 + i8 + i9 + i10 + i11 + i12 + i13 + i14 + i15 + i16 + i17
+        tl.store(P0, tl.load(P1 + s) + tl.load(P2) + tl.load(P3) + tl.load(P4) + tl.load(P5) + tl.load(P6)
+                 + tl.load(P7) + tl.load(P8) + tl.load(P9) + tl.load(P10))
+
+
+def host_us_per_call(fn, calls: int) -> float:
+    """Host microseconds per call over ``calls`` back-to-back calls (after 5 warm-up calls)."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return 1e6 * host / calls
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("launch_overhead: needs a CUDA GPU")
+        return 2
+    shape = shapes_by_name()[SHAPE]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(shape.qkv_shape(args.batch), device="cuda", dtype=torch.bfloat16, generator=gen)
+    table = torch.randn(shape.table_rows, shape.heads, device="cuda", generator=gen)
+    geometry = (shape.heads, shape.window, shape.shift, None)
+    out, lse = window_attention_fwd(qkv, table, *geometry, return_lse=True)
+    dout = torch.randn_like(out)
+    bufs = [torch.zeros(16, device="cuda") for _ in range(11)]
+    ints = list(range(3, 21))
+    leaf_qkv, leaf_table = qkv.clone().requires_grad_(), table.clone().requires_grad_()
+
+    def op_fwd_bwd():
+        o = swin_fused.window_attention(leaf_qkv, leaf_table, *geometry[:3])
+        o.backward(dout)
+
+    rows = [
+        ("torch add_", lambda: bufs[0].add_(1.0)),
+        ("triton 1 ptr", lambda: _empty_1[(1,)](bufs[0], 2)),
+        ("triton 11 ptrs", lambda: _empty_11[(1,)](*bufs, 2)),
+        ("triton 11 ptrs + 19 ints", lambda: _empty_11_ints[(1,)](*bufs, *ints, 2)),
+        ("fused fwd launcher", lambda: window_attention_fwd(qkv, table, *geometry, checked=False)),
+        ("fused bwd launcher",
+         lambda: window_attention_bwd(dout, qkv, out, lse, table, *geometry, checked=False)),
+        ("fused op, no grad", lambda: swin_fused.window_attention(qkv, table, *geometry[:3])),
+        ("fused op fwd+bwd", op_fwd_bwd),
+    ]
+    print(f"host us per launch, {args.calls} back-to-back calls, {SHAPE} batch {args.batch} bf16, "
+          f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    for name, fn in rows:
+        with torch.no_grad() if "no grad" in name or "launcher" in name else torch.enable_grad():
+            print(f"  {name:28s} {host_us_per_call(fn, args.calls):8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
