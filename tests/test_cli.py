@@ -5,9 +5,11 @@ Sizes are tiny (batch 1, one step) so the whole file stays well under a minute o
 """
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -107,6 +109,54 @@ def test_roofline_counts_analytically_and_skips_measurement(capsys, tmp_path):
     assert fwd["bytes"] == qkv + out_b + table  # timed without grad: no lse
     assert bwd["bytes"] == 2 * qkv + 2 * out_b + lse + 2 * table
     assert f"{fwd_flops / 1e9:.2f}" in out
+    assert "kernel ms" in out and "call ms" in out
+
+
+def test_roofline_shapes_filter_selects_the_union(capsys, tmp_path):
+    path = tmp_path / "roofline.json"
+    code, _, _ = run_cli(capsys, "roofline", "--shapes", "T/S s1, B384 s4", "--no-progress", "--json", str(path))
+    assert code == 0
+    shapes = list(dict.fromkeys(r["shape"] for r in json.loads(path.read_text())["rows"]))
+    assert shapes == ["T/S s1 56x56 C96 h3 w7 shift0", "T/S s1 56x56 C96 h3 w7 shift3",
+                      "B384 s4 12x12 C1024 h32 w12 shift0"]
+    code, _, err = run_cli(capsys, "roofline", "--shapes", "nope,also nope", "--no-progress")
+    assert code == 2 and "matches none of" in err
+
+
+def test_profiled_time_per_call_counts_the_named_op_on_cpu():
+    from swin_fused.benchmarking import profiled_time_per_call
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    walls = []
+
+    def call():
+        start = time.perf_counter()
+        torch.mm(a, b)
+        walls.append(time.perf_counter() - start)
+
+    iters = 5
+    seconds = profiled_time_per_call(call, torch.device("cpu"), iters=iters, warmup=1, name_prefix="aten::mm")
+    wall = sum(walls[-iters:]) / iters  # the profiled calls, timed around the op itself
+    assert len(walls) == 1 + iters
+    assert math.isfinite(seconds) and 0 < seconds <= wall
+
+
+def test_profiled_time_per_call_warns_when_a_call_launches_more_than_one():
+    from swin_fused.benchmarking import profiled_time_per_call
+
+    a = torch.randn(8, 8)
+    with pytest.warns(RuntimeWarning, match="4 'aten::mm' events over 2 calls"):
+        seconds = profiled_time_per_call(lambda: (a @ a, a @ a), torch.device("cpu"), iters=2, warmup=0,
+                                         name_prefix="aten::mm")
+    assert seconds > 0  # still per call: both launches of a call count
+
+
+def test_profiled_time_per_call_names_the_missing_kernel():
+    from swin_fused.benchmarking import profiled_time_per_call
+
+    a = torch.randn(8, 8)
+    with pytest.raises(RuntimeError, match=r"no cpu event named '_no_such_kernel'.*aten::mm"):
+        profiled_time_per_call(lambda: a @ a, torch.device("cpu"), iters=2, warmup=0, name_prefix="_no_such_kernel")
 
 
 def _synthetic_benchmark_json(path):
