@@ -126,7 +126,9 @@ T/S s3 14x14 C384 h12 w7 shift3,T/S s4,B s1 56x56 C128 h4 w7 shift3,B384 s1 96x9
     step launch-overhead 12 env SWIN_FUSED_AUTOTUNE=0 python bench/launch_overhead.py
     step profile 17 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
         --trace "$OUTDIR/profile-trace.json"
-    step roofline 20 python -m swin_fused roofline --iters 10 --shapes "T/S s1,T/S s3,B384 s1" --no-progress \
+    # Roofline of the kernels' device time at three shapes: many windows, few windows (many heads), 12 x 12.
+    roof_shapes="T/S s1 56x56 C96 h3 w7 shift3,T/S s3 14x14 C384 h12 w7 shift3,B384 s1 96x96 C128 h4 w12 shift6"
+    step roofline 20 python -m swin_fused roofline --iters 10 --shapes "$roof_shapes" --no-progress \
         --json "$OUTDIR/roofline.json"
     step table 15 python -m swin_fused table --iters 5 --warmup 2 --no-progress --json "$OUTDIR/table.json"
 
