@@ -96,11 +96,11 @@ def _store_dk_dv(dq_ptr, C, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, va
 
 
 @triton.jit
-def _table_rows_from_registers(ds_t, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+def _table_rows_from_registers(ds_t, out_ptr, row_stride, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
                                TWW: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr):
     """Sum a ``[key, query]`` dS^T register tile onto the (2TWh-1)(2TWw-1) table rows and store them at
-    ``out_ptr``: row r of query i reads its one key (``relative_key``) with an in-register gather, then the
-    queries are summed, in a fixed order."""
+    ``out_ptr + row * row_stride``: row r of query i reads its one key (``relative_key``) with an in-register
+    gather, then the queries are summed, in a fixed order."""
     ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
     q = tl.arange(0, BLOCK)
     q_valid = q < WH * WW
@@ -110,11 +110,11 @@ def _table_rows_from_registers(ds_t, out_ptr, WH: tl.constexpr, WW: tl.constexpr
         key, inside = relative_key(ty[None, :], tx[None, :], r[:, None], WH, WW, TWH, TWW)
         ok = inside & q_valid[None, :] & (r < ROWS)[:, None]
         pairs = tl.gather(ds_t, tl.where(ok, key, 0), 0)  # [rows, query]: ds_t[key(r, q), q]
-        tl.store(out_ptr + r, tl.sum(tl.where(ok, pairs, 0.0), 1), mask=r < ROWS)
+        tl.store(out_ptr + r * row_stride, tl.sum(tl.where(ok, pairs, 0.0), 1), mask=r < ROWS)
 
 
 @triton.jit
-def _table_rows_from_scratch(ds, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
+def _table_rows_from_scratch(ds, out_ptr, row_stride, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
                              TWW: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr):
     """As ``_table_rows_from_registers``, for the ``[query, key]`` dS partial the tiled path keeps in its
     program-private scratch (just written by this program, so read back from L2)."""
@@ -129,7 +129,7 @@ def _table_rows_from_scratch(ds, out_ptr, WH: tl.constexpr, WW: tl.constexpr, TW
             key, inside = relative_key(ty[None, :], tx[None, :], r[:, None], WH, WW, TWH, TWW)
             ok = inside & (q < N)[None, :] & (r < ROWS)[:, None]
             acc += tl.sum(tl.load(ds + q[None, :] * N + key, mask=ok, other=0.0), 1)
-        tl.store(out_ptr + r, acc, mask=r < ROWS)
+        tl.store(out_ptr + r * row_stride, acc, mask=r < ROWS)
 
 
 @triton.jit
@@ -153,7 +153,8 @@ def _window_attention_bwd_kernel(
     d = tl.arange(0, BLOCK_D)
     table_ptr = TABLE + head * stride_th
     dq_ptr = DQKV + head * HEAD_DIM
-    dtable_ptr = DTABLE_PARTIAL + (pid.to(tl.int64) * n_heads + head) * ROWS
+    # [programs, rows, heads]: summed over programs, the table gradient comes out in the table's own layout.
+    dtable_ptr = DTABLE_PARTIAL + pid.to(tl.int64) * ROWS * n_heads + head
     # Padding tokens' dk and dv: they belong to the qkv bias (pad_qkv), reduced across programs later.
     dpad_k = tl.zeros([BLOCK_D], tl.float32)
     dpad_v = tl.zeros([BLOCK_D], tl.float32)
@@ -189,7 +190,7 @@ def _window_attention_bwd_kernel(
             store_head(dq_ptr, tok, dqkv_row_stride, d, HEAD_DIM, real, dq)
             dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
                                           dpad_k, dpad_v, HAS_PAD)
-        _table_rows_from_registers(ds_acc, dtable_ptr, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
+        _table_rows_from_registers(ds_acc, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     else:
         ds_partial = DS_SCRATCH + (pid.to(tl.int64) * n_heads + head) * N * N
         for window in range(w_start, w_end):
@@ -244,11 +245,12 @@ def _window_attention_bwd_kernel(
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
                 store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
         tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
-        _table_rows_from_scratch(ds_partial, dtable_ptr, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
+        _table_rows_from_scratch(ds_partial, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     if HAS_PAD:
-        dpad_ptr = DPAD_PARTIAL + (pid.to(tl.int64) * n_heads + head) * 2 * BLOCK_D
+        # [programs, (k, v), heads, BLOCK_D]: summed over programs, the k and v halves of the qkv bias in order.
+        dpad_ptr = DPAD_PARTIAL + pid.to(tl.int64) * 2 * n_heads * BLOCK_D + head * BLOCK_D
         tl.store(dpad_ptr + d, dpad_k)
-        tl.store(dpad_ptr + BLOCK_D + d, dpad_v)
+        tl.store(dpad_ptr + n_heads * BLOCK_D + d, dpad_v)
 
 
 def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
@@ -340,10 +342,10 @@ def window_attention_bwd(
     n_programs = triton.cdiv(n_windows, per_program)
     block_d = max(16, next_power_of_2(g.head_dim))
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
-    dtable_partial = torch.empty((n_programs, num_heads, rows), device=qkv.device, dtype=torch.float32)
+    dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
                   if N > block else dtable_partial)
-    dpad_partial = (torch.empty((n_programs, num_heads, 2, block_d), device=qkv.device, dtype=torch.float32)
+    dpad_partial = (torch.empty((n_programs, 2, num_heads, block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)
@@ -357,9 +359,9 @@ def window_attention_bwd(
         **g.constexprs(qkv.dtype, has_pad),
     )
     # Fixed-order reduction over programs (no atomics).
-    dtable = dtable_partial.sum(0).t().contiguous()  # rows, heads
+    dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
     dpad = None
     if has_pad:
-        dkv = dpad_partial.sum(0)[..., : g.head_dim]  # heads, 2, head_dim
-        dpad = torch.cat([torch.zeros(g.C, device=qkv.device), dkv[:, 0].reshape(g.C), dkv[:, 1].reshape(g.C)])
+        dkv = dpad_partial.sum(0)[..., : g.head_dim].reshape(2 * g.C)  # k then v, heads-major: a view
+        dpad = torch.nn.functional.pad(dkv, (g.C, 0))  # the q part of the bias gets no gradient
     return dqkv, dtable, dpad

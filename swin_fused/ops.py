@@ -30,6 +30,7 @@ except ImportError:  # an older torch: every call goes through the registered op
         return True
 
 from .geometry import padded_size
+from .kernels.launch import head_major
 from .kernels.window_attention_bwd import window_attention_bwd
 from .kernels.window_attention_fwd import window_attention_fwd
 
@@ -148,7 +149,9 @@ class _EagerWindowAttention(torch.autograd.Function):
     (~40 us)."""
 
     @staticmethod
-    def forward(ctx, *inputs):
+    def forward(ctx, qkv, table, *rest):
+        # Both launchers read the table head-major: copy it once here, and let the backward reuse the copy.
+        inputs = (qkv, head_major(table), *rest)
         out, lse = _forward(*inputs, checked=False)
         _setup_context(ctx, inputs, (out, lse))
         return out

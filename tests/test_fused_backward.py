@@ -117,8 +117,10 @@ def test_saves_no_attention_matrix():
         out = swin_fused.window_attention(qkv, table, 2, 7, 3)
     n_tokens = 2 * 14 * 14
     assert all(t.shape[-2:] != (49, 49) for t in saved), [tuple(t.shape) for t in saved]
+    # Besides the inputs: the output, one lse per (token, head), and (eager route) the head-major copy of the
+    # table that both launchers read, made once in the forward.
     total = sum(t.numel() for t in saved if t is not qkv and t is not table)
-    assert total == out.numel() + n_tokens * 2  # the output and one lse per (token, head)
+    assert total in (out.numel() + n_tokens * 2, out.numel() + n_tokens * 2 + table.numel())
 
 
 def test_gradient_to_table_in_fp32_under_half_qkv():
