@@ -30,6 +30,15 @@ def interpreting() -> bool:
 _INTERPRETING = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def autotuning() -> bool:
+    """Whether launchers with several candidate configs let Triton's autotuner pick one. Off under the
+    interpreter; with SWIN_FUSED_AUTOTUNE=0, which keeps one heuristic config per window size (fast first
+    calls, e.g. the CUDA tests); and under ``torch.use_deterministic_algorithms(True)``: the tile sizes set
+    the summation order, and the autotuner's timing could pick other tiles in another process."""
+    return (not interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
+            and not torch.are_deterministic_algorithms_enabled())
+
+
 def next_power_of_2(n: int) -> int:
     """Smallest power of two >= n (>= 1); plain Python, as launches are on the host's critical path."""
     return 1 << max(0, n - 1).bit_length()

@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from .indexing import in_window_coords, relative_key, token_tile
-from .launch import (LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args, head_major,
+from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, head_major,
                      next_power_of_2)
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
@@ -268,6 +268,19 @@ def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
     return block, (8 if block >= 64 else 4), 2
 
 
+# What the autotuner chooses among for fp16/bf16 windows of more than 64 tokens (the tiled path; the first is
+# bwd_launch_config's). On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy
+# (one 8-warp program per SM) and the slowest kernel relative to its work. 32-token tiles waste less of a
+# 144-token window (160 rows instead of 192) and spill nothing on sm_90 (64-token tiles: 20 B at 12x12); at
+# 4 warps two programs fit per SM. Every candidate is tiled, so the launcher's buffers suit them all.
+_BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=2)
+                      for block, warps in ((64, 8), (32, 4), (32, 8))]
+_window_attention_bwd_autotuned = triton.autotune(
+    configs=_BWD_TILED_CONFIGS,
+    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "WINDOWS_PER_PROGRAM"],
+)(_window_attention_bwd_kernel)
+
+
 def _windows_per_program(n_windows: int, num_heads: int) -> int:
     """Windows each program reduces. Depends on the shape only, so the summation order (and the bits of the
     table gradient) never changes between runs.
@@ -332,6 +345,7 @@ def window_attention_bwd(
                          f"{tuple(dqkv.shape)} {dqkv.dtype} strides {dqkv.stride()}")
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     block, num_warps, num_stages = bwd_launch_config(N, qkv.dtype)
+    tune = autotuning() and qkv.dtype != torch.float32 and N > 64  # candidates: _BWD_TILED_CONFIGS, all tiled
     if N > block:  # the tiled path
         # delta = rowsum(dO * O) per token and head, [B*H*W, heads]; one-tile windows compute it in-kernel.
         delta = (dout_rows.float() * out_rows.float()).view(-1, num_heads, g.head_dim).sum(-1)
@@ -349,15 +363,15 @@ def window_attention_bwd(
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)
-    _window_attention_bwd_kernel[(n_programs, num_heads)](
-        qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dtable_partial, dpad_partial,
-        qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),
-        *g.geometry_args(),
-        n_windows, g.C, scale * LOG2E, scale,
-        WINDOWS_PER_PROGRAM=per_program, BLOCK=block, ROWS_BLOCK=ROWS_BLOCK, num_warps=num_warps,
-        num_stages=num_stages,
-        **g.constexprs(qkv.dtype, has_pad),
-    )
+    args = (qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dtable_partial,
+            dpad_partial, qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),
+            *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
+    constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
+    if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
+        _window_attention_bwd_autotuned[(n_programs, num_heads)](*args, **constexprs)
+    else:
+        _window_attention_bwd_kernel[(n_programs, num_heads)](*args, BLOCK=block, num_warps=num_warps,
+                                                              num_stages=num_stages, **constexprs)
     # Fixed-order reduction over programs (no atomics).
     dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
     dpad = None

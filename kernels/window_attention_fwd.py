@@ -18,7 +18,6 @@ Optionally stores the log-sum-exp (base 2) per (window, head, token) for the bac
 from __future__ import annotations
 
 import functools
-import os
 from typing import Optional, Tuple
 
 import torch
@@ -27,27 +26,25 @@ import triton.language as tl
 
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     head_major, interpreting, next_power_of_2)
+                     head_major, next_power_of_2)
+from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
 
 
-def _autotuning() -> bool:
-    # SWIN_FUSED_AUTOTUNE=0 keeps one heuristic config per window size (fast first calls, e.g. CUDA tests).
-    return not interpreting() and os.environ.get("SWIN_FUSED_AUTOTUNE", "1") not in ("", "0")
-
-
 # (BLOCK_M, BLOCK_N, num_warps, windows per program). Windows of <= 64 tokens are one tile (no key loop);
 # larger windows loop over key tiles. Compiled for sm_90 (tests/aot_compile.py + ptxas -v), 128-row tiles and
-# 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not. A one-tile program may
+# 4-warp 64x64 tiles spill for 144/256-token windows (190-1570 bytes); these do not. On the H100 the 12x12
+# forward with 64-row tiles ran at 12.5% occupancy (151 registers x 8 warps: one program per SM), far from
+# the roofline; 16- and 32-row tiles at 4 warps need 96-160 registers, so 3-5 programs fit per SM. A one-tile program may
 # run several windows with its bias tile gathered once: fewer gather instructions per window, but about
 # twice the registers (98 -> 196 at 4 warps for 7x7 fp16 with Triton 3.6), so fewer programs per SM; the
 # autotuner measures which wins on the device.
 _FWD_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "WINDOWS_PER_PROGRAM": wpp}, num_warps=w, num_stages=2)
     for bm, bn, w, wpp in ((16, 16, 2, 1), (32, 32, 2, 1), (32, 32, 4, 1), (64, 64, 4, 1), (64, 64, 8, 1),
-                           (32, 64, 4, 1), (64, 128, 8, 1), (64, 64, 4, 4), (64, 64, 8, 4))
+                           (32, 64, 4, 1), (64, 128, 8, 1), (64, 64, 4, 4), (64, 64, 8, 4), (16, 64, 4, 1))
 ]
 
 
@@ -58,8 +55,12 @@ def _window_configs(configs, wh: int, ww: int):
     cap = max(16, next_power_of_2(wh * ww))
     if cap <= 64:
         return [c for c in configs if c.kwargs["BLOCK_N"] == cap and c.kwargs["BLOCK_M"] in (cap, cap // 2)]
-    return [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] >= 64 and c.num_warps == 8
-            and c.kwargs["WINDOWS_PER_PROGRAM"] == 1]
+
+    def large(c):  # 64-row tiles at 8 warps, or 16/32-row tiles at 4 warps (fewer registers, more programs)
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        return bn >= 64 and (bm == 64 and c.num_warps == 8 or bm < 64 and bn == 64 and c.num_warps == 4)
+
+    return [c for c in configs if c.kwargs["WINDOWS_PER_PROGRAM"] == 1 and large(c)]
 
 
 @functools.lru_cache(maxsize=None)

@@ -114,13 +114,17 @@ def backward_variants(quick):
     for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
         g = grid(window)
         for dtype in dtypes:
-            block, warps, stages = bwd.bwd_launch_config(window[0] * window[1], dtype)
+            launches = [bwd.bwd_launch_config(window[0] * window[1], dtype)]
+            if dtype != torch.float32 and window[0] * window[1] > 64 and not quick:  # the autotuner's candidates
+                launches = [(c.kwargs["BLOCK"], c.num_warps, c.num_stages) for c in bwd._BWD_TILED_CONFIGS]
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
                         LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DTABLE_PARTIAL="fp32",
                         DPAD_PARTIAL="fp32")
-            yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block}", bwd._window_attention_bwd_kernel, ptrs,
-                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block, ROWS_BLOCK=bwd.ROWS_BLOCK),
-                   warps, stages)
+            for block, warps, stages in launches:
+                yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block} warps{warps}",
+                       bwd._window_attention_bwd_kernel, ptrs,
+                       dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block, ROWS_BLOCK=bwd.ROWS_BLOCK),
+                       warps, stages)
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ from numerics import assert_within_torch_error
 from test_fused_forward import CASES, DEVICE, DTYPES, _ids, _reference, make_inputs
 
 import swin_fused
+from swin_fused.kernels import window_attention_bwd as bwd_module
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd
 
@@ -47,6 +48,32 @@ def test_backward_matches_reference(case, dtype):
     else:
         assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
         assert torch.all(dpad[: dpad.numel() // 3] == 0), "padding queries' outputs are cropped: no q gradient"
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
+@pytest.mark.parametrize("case", [CASES[7], CASES[8]], ids=_ids)
+def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype):
+    """Each autotune candidate of the tiled backward (fp16/bf16 windows of more than 64 tokens), forced in
+    turn: gradients within the error bound of float64 autograd, every dqkv element written."""
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
+    args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
+    x, t, p = cast(qkv, dtype), cast(table, torch.float32), cast(pad_qkv, dtype)
+    out, lse = window_attention_fwd(x, t, *args, p, kw["shift_before_pad"], kw["table_window"], return_lse=True)
+    dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
+    ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
+    same = _reference_grads(qkv, table, pad_qkv, kw, dout, dtype)
+    monkeypatch.setattr(bwd_module, "autotuning", lambda: False)  # launch exactly the config under test
+    for config in bwd_module._BWD_TILED_CONFIGS:
+        launch = (config.kwargs["BLOCK"], config.num_warps, config.num_stages)
+        monkeypatch.setattr(bwd_module, "bwd_launch_config", lambda tokens, dtype, launch=launch: launch)
+        dqkv = torch.full_like(x, float("nan"))
+        dqkv, dtable, dpad = window_attention_bwd(dout, x, out, lse, t, *args, p, kw["shift_before_pad"],
+                                                  kw["table_window"], dqkv=dqkv)
+        name = f"{_ids(case)} BLOCK {launch[0]}, {launch[1]} warps"
+        assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
+        assert_within_torch_error(f"{name} dtable", dtable, same[1], ref[1], dtype, factor=3.0)
+        if ref[2] is not None:
+            assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
 
 
 def test_autograd_op_matches_torch_backend():

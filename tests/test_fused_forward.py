@@ -115,6 +115,26 @@ def test_several_windows_per_program_match_one(monkeypatch, dtype):
         assert torch.equal(out, one[0]) and torch.equal(lse, one[1]), config
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", [CASES[7], CASES[8]], ids=_ids)
+def test_every_large_window_config_matches_reference(monkeypatch, case, dtype):
+    """Each autotune candidate for windows of more than 64 tokens (on the device the autotuner may pick any
+    of them), forced in turn: within the error bound of the float64 reference, every element written."""
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
+    ref64 = _reference(cast(qkv, torch.float64), cast(table, torch.float64), cast(pad_qkv, torch.float64), kw)
+    torch_dt = _reference(cast(qkv, dtype), cast(table, dtype), cast(pad_qkv, dtype), kw)
+    args = (cast(qkv, dtype), cast(table, torch.float32), kw["num_heads"], kw["window_size"], kw["shift_size"],
+            kw["scale"], cast(pad_qkv, dtype), kw["shift_before_pad"], kw["table_window"])
+    configs = fwd_module._window_configs(fwd_module._FWD_CONFIGS, *kw["window_size"])
+    assert {c.kwargs["BLOCK_M"] for c in configs} == {16, 32, 64}, configs
+    monkeypatch.setattr(fwd_module, "_autotuning", lambda: False)  # launch exactly the config under test
+    for config in configs:
+        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda wh, ww, dtype, c=config: c)
+        with nan_filled_empty():
+            out, _ = window_attention_fwd(*args)
+        assert_within_torch_error(f"{_ids(case)} {config}", out, torch_dt, ref64, dtype)
+
+
 def test_no_lse_when_not_asked():
     case = CASES[0]
     qkv, table, _, kw, cast = make_inputs(case, torch.float32)
