@@ -354,11 +354,11 @@ class PatchMerging(nn.Module):
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        x0 = x[:, 0::2, 0::2]
-        x1 = x[:, 1::2, 0::2]
-        x2 = x[:, 0::2, 1::2]
-        x3 = x[:, 1::2, 1::2]
-        x = torch.cat([x0, x1, x2, x3], -1)  # B, H/2, W/2, 4C
+            H, W = H + H % 2, W + W % 2
+        # The official cat([x0, x1, x2, x3], -1) of x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2] and
+        # x[:, 1::2, 1::2]: channel block 2 * (column offset) + (row offset). One permuted copy; the four strided
+        # slices' backward would zero-fill and copy the whole map eight times.
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
         return self.reduction(self.norm(x))
 
     def extra_repr(self) -> str:
