@@ -10,7 +10,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from swin_fused.benchmarking import resolve_device  # noqa: E402
+from swin_fused.benchmarking import name_matches, resolve_device  # noqa: E402
 
 DEVICE = resolve_device()
 ON_CUDA = DEVICE.type == "cuda"
@@ -28,10 +28,5 @@ JSONL = os.environ.get("SWIN_FUSED_BENCH_JSONL", "")
 
 
 def selected(name: str, variable: str, default: str = "all") -> bool:
-    """Whether ``name`` passes the comma-separated substring filter in ``$variable`` ("all", "none")."""
-    spec = (os.environ.get(variable) or default).strip()
-    if spec == "all":
-        return True
-    if spec == "none":
-        return False
-    return any(part.strip() and part.strip() in name for part in spec.split(","))
+    """Whether ``name`` passes the filter in ``$variable`` (``name_matches``: "all", "none" or substrings)."""
+    return name_matches(name, os.environ.get(variable) or default)

@@ -30,6 +30,7 @@ __all__ = [
     "environment",
     "synchronize",
     "time_calls",
+    "name_matches",
     "Timing",
     "device_time_us",
     "profiled_time_per_call",
@@ -151,6 +152,15 @@ class Timing:
     def per_second(self, items: int) -> float:
         """Throughput (e.g. images/s) of ``items`` per call, from the median."""
         return items / self.median
+
+
+def name_matches(name: str, spec: str) -> bool:
+    """Whether ``name`` passes the filter ``spec``: "all", "none", or comma-separated substrings (any one
+    contained in ``name`` selects it). The command line's ``--shapes`` and the bench suites' variables."""
+    spec = spec.strip()
+    if spec in ("all", "none"):
+        return spec == "all"
+    return any(part.strip() and part.strip() in name for part in spec.split(","))
 
 
 def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmup: int = 1) -> Timing:

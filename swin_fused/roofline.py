@@ -20,8 +20,8 @@ from typing import List, Optional
 
 import torch
 
-from .benchmarking import (environment, format_table, fused_unavailable_reason, profiled_time_per_call, progress,
-                           time_calls)
+from .benchmarking import (environment, format_table, fused_unavailable_reason, name_matches, profiled_time_per_call,
+                           progress, time_calls)
 
 __all__ = ["add_arguments", "run", "measure_peaks", "select_shapes"]
 
@@ -55,11 +55,8 @@ def measure_peaks(device: torch.device, dtype: torch.dtype, iters: int = 10) -> 
 
 
 def select_shapes(spec: str, shapes: list) -> list:
-    """The shapes whose name contains any of the comma-separated substrings in ``spec`` ('all': every one)."""
-    if spec.strip() == "all":
-        return list(shapes)
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    return [s for s in shapes if any(p in s.name for p in parts)]
+    """The shapes whose name passes ``spec`` (:func:`swin_fused.benchmarking.name_matches`)."""
+    return [s for s in shapes if name_matches(s.name, spec)]
 
 
 def _time_shape(shape, batch, dtype, device, iters):
