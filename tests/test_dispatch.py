@@ -87,3 +87,51 @@ def test_eager_route_returns_gradients_in_each_inputs_dtype(dtype):
     qkv = qkv.detach().to(dtype).requires_grad_()
     run(qkv, table, pad).float().sum().backward()
     assert (qkv.grad.dtype, table.grad.dtype, pad.grad.dtype) == (dtype, torch.float32, torch.float32)
+
+
+#: Ops that only describe or allocate memory: on a GPU they launch nothing.
+NO_LAUNCH = {"aten::view", "aten::t", "aten::transpose", "aten::as_strided", "aten::empty", "aten::empty_like",
+             "aten::empty_strided", "aten::to", "aten::reshape", "aten::detach", "aten::alias", "aten::permute",
+             "aten::select", "aten::slice", "aten::expand", "aten::unsqueeze", "aten::squeeze", "aten::lift_fresh"}
+
+
+def _launching(event):
+    """Whether a profiled op (with what it called) would write memory on a GPU, i.e. launch a kernel."""
+    return event.name not in NO_LAUNCH or any(_launching(child) for child in event.cpu_children)
+
+
+class _NoKernel:
+    """Stands in for a kernel: ``kernel[grid](...)`` does nothing, so only the launchers' own ops are seen."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("dtype, padded, forward, backward", [
+    # fp16/bf16 one-tile window: the head-major table copy; the sum of the table-gradient partials.
+    (torch.float16, False, ["aten::contiguous"], ["aten::sum"]),
+    # fp32 7x7 runs the tiled backward, which takes delta = rowsum(dO * O) from PyTorch.
+    (torch.float32, False, ["aten::contiguous"], ["aten::mul", "aten::sum", "aten::sum"]),
+    # padded: the qkv-bias partials' sum, the zero q part, and the cast to the bias's dtype.
+    (torch.float16, True, ["aten::contiguous"], ["aten::sum", "aten::sum", "aten::pad", "aten::to"]),
+], ids=["fp16", "fp32-tiled", "fp16-padded"])
+def test_eager_call_launches_only_what_it_must(monkeypatch, dtype, padded, forward, backward):
+    """Host time is launches: on the H100 host each cost ~150 us of CPU, several times a small stage's kernel
+    time. Besides the fused kernel (stubbed out here), an eager forward + backward launches exactly these ops,
+    the table's head-major copy made once for both (the backward reuses it)."""
+    monkeypatch.setattr(fwd_module, "_window_attention_fwd_kernel", _NoKernel())
+    monkeypatch.setattr(fwd_module, "_autotuning", lambda: False)
+    monkeypatch.setattr(bwd_module, "_window_attention_bwd_kernel", _NoKernel())
+    H, W = (15, 16) if padded else (14, 14)
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(2, H, W, 3 * 64, generator=g).to(DEVICE, dtype).requires_grad_()
+    table = torch.randn(169, 2, generator=g).to(DEVICE).requires_grad_()  # fp32, as under AMP
+    pad = torch.randn(3 * 64, generator=g).to(DEVICE, dtype).requires_grad_() if padded else None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        out = swin_fused.window_attention(qkv, table, 2, 7, 3, pad_qkv=pad, backend="triton")
+        out.backward(torch.ones_like(out))
+    seen = {}
+    for event in prof.events():
+        if event.name in ("_EagerWindowAttention", "_EagerWindowAttentionBackward"):
+            seen[event.name] = [child.name for child in event.cpu_children if _launching(child)]
+    assert seen == {"_EagerWindowAttention": forward, "_EagerWindowAttentionBackward": backward}, seen
