@@ -42,7 +42,8 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
                 n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads,
                 HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
                 HAS_PAD: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
-    """A query tile: its tokens, q, dO, saved lse and delta = rowsum(dO * O) (from DELTA, [B*H*W, heads])."""
+    """A query tile: its tokens, q, dO, saved lse and delta = rowsum(dO * O) (from DELTA, [B*H*W, heads], which
+    the program wrote for its window)."""
     tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok, qkv_row_stride, d, HEAD_DIM, real, valid, PAD + head * HEAD_DIM,
@@ -197,6 +198,18 @@ def _window_attention_bwd_kernel(
             b = window // n_win
             win = window % n_win
             lse_row = (window * n_heads + head).to(tl.int64) * N
+            # delta = rowsum(dO * O) of the window's tokens, once, into DELTA (each token is in one window, so
+            # no other program writes these elements); passes A and B read it back from cache.
+            for m_tile in range(TILES):
+                offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
+                tok_m, real_m, valid_m, _ = token_tile(
+                    b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+                do = load_head(DOUT + head * HEAD_DIM, tok_m, dout_row_stride, d, HEAD_DIM, real_m, valid_m, PAD,
+                               False)
+                o = load_head(OUT + head * HEAD_DIM, tok_m, out_row_stride, d, HEAD_DIM, real_m, valid_m, PAD, False)
+                delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+                tl.store(DELTA + tok_m * n_heads + head, delta, mask=real_m)
+            tl.debug_barrier()  # those stores, by other threads of this program, before pass A reads them
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
             for n_tile in range(TILES):
                 offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
@@ -346,11 +359,10 @@ def window_attention_bwd(
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     block, num_warps, num_stages = bwd_launch_config(N, qkv.dtype)
     tune = autotuning() and qkv.dtype != torch.float32 and N > 64  # candidates: _BWD_TILED_CONFIGS, all tiled
-    if N > block:  # the tiled path
-        # delta = rowsum(dO * O) per token and head, [B*H*W, heads]; one-tile windows compute it in-kernel.
-        delta = (dout_rows.float() * out_rows.float()).view(-1, num_heads, g.head_dim).sum(-1)
-    else:
-        delta = lse  # never read
+    # The tiled path's delta = rowsum(dO * O) per token and head, [B*H*W, heads], written by the kernel itself
+    # (each program for its windows) and read back by its passes; one-tile windows keep delta in registers.
+    delta = (torch.empty((dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
+             if N > block else lse)
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
