@@ -16,8 +16,9 @@ sums those over programs in a fixed order. An ``[N, N]`` partial per program wou
 fp16/bf16 windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass computes dq, dk, dv (keys
 on rows, so only dq's operand is transposed) and keeps the dS sum in registers, folded with an in-register
 gather. Larger windows (12x12, 16x16), and fp32 windows of more than 32 tokens, loop over tiles (see
-``bwd_launch_config``): pass A accumulates dk, dv per key tile (updating the dS sum in a program-private
-scratch, read back from L2 for the fold), pass B recomputes dS per query tile for dq.
+``bwd_launch_config``): a prologue writes delta = rowsum(dO * O) for the window's tokens, pass A accumulates
+dk, dv per key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), pass B
+recomputes dS per query tile for dq.
 """
 from __future__ import annotations
 
