@@ -111,8 +111,10 @@ def _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, sc
 @_window_attention_backward.register_fake
 def _window_attention_backward_fake(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale,
                                     shift_before_pad, table_window):
-    dpad = torch.empty_like(pad_qkv) if pad_qkv is not None else qkv.new_empty((0,))
-    return torch.empty_like(qkv), torch.empty_like(table), dpad
+    # Contiguous, as the launcher allocates them whatever the inputs' strides (empty_like would copy a strided
+    # qkv's layout, and inductor asserts the real output's strides against these).
+    dpad = pad_qkv.new_empty(pad_qkv.shape) if pad_qkv is not None else qkv.new_empty((0,))
+    return qkv.new_empty(qkv.shape), table.new_empty(table.shape), dpad
 
 
 def _setup_context(ctx, inputs, output):

@@ -135,3 +135,21 @@ def test_eager_call_launches_only_what_it_must(monkeypatch, dtype, padded, forwa
         if event.name in ("_EagerWindowAttention", "_EagerWindowAttentionBackward"):
             seen[event.name] = [child.name for child in event.cpu_children if _launching(child)]
     assert seen == {"_EagerWindowAttention": forward, "_EagerWindowAttentionBackward": backward}, seen
+
+
+def test_fake_implementations_match_the_real_outputs_for_strided_inputs():
+    """torch.library.opcheck: under torch.compile inductor asserts each real output's strides against the
+    fake's, so the fakes must describe what the launchers allocate (contiguous outputs) whatever the
+    inputs' strides. A transposed map, a column-major table and a strided qkv bias, through both ops."""
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(1, 7, 9, 48, generator=g).transpose(1, 2).contiguous().transpose(1, 2).to(DEVICE)
+    table = torch.randn(2, 49, generator=g).to(DEVICE).t()  # [49, 2], column-major
+    pad = torch.randn(96, generator=g).to(DEVICE)[::2]  # [48], stride 2
+    geometry = (2, [4, 4], [2, 2], 0.25, False, [4, 4])
+    tests = ("test_schema", "test_faketensor")
+    forward_args = (qkv, table, pad, *geometry, True)
+    torch.library.opcheck(torch.ops.swin_fused.window_attention.default, forward_args, test_utils=tests)
+    out, lse = torch.ops.swin_fused.window_attention(*forward_args)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
+    torch.library.opcheck(torch.ops.swin_fused.window_attention_backward.default,
+                          (dout, qkv, out, lse, table, pad, *geometry), test_utils=tests)
