@@ -31,6 +31,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import swin_fused  # noqa: E402
+from swin_fused.baselines import make_op_inputs  # noqa: E402
 from swin_fused.costs import shapes_by_name  # noqa: E402
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
@@ -82,9 +83,7 @@ def main(argv=None) -> int:
         print("launch_overhead: needs a CUDA GPU")
         return 2
     shape = shapes_by_name()[SHAPE]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    qkv = torch.randn(shape.qkv_shape(args.batch), device="cuda", dtype=torch.bfloat16, generator=gen)
-    table = torch.randn(shape.table_rows, shape.heads, device="cuda", generator=gen)
+    qkv, table = make_op_inputs(shape, args.batch, torch.bfloat16, torch.device("cuda"))
     geometry = (shape.heads, shape.window, shape.shift, None)
     out, lse = window_attention_fwd(qkv, table, *geometry, return_lse=True)
     dout = torch.randn_like(out)

@@ -19,6 +19,7 @@ os.environ.setdefault("TRITON_INTERPRET", "0")
 
 import torch  # noqa: E402
 
+from swin_fused.baselines import make_op_inputs  # noqa: E402
 from swin_fused.costs import shapes_by_name  # noqa: E402
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
@@ -35,12 +36,10 @@ def main(argv=None) -> int:
         print("ncu_kernels: needs a CUDA GPU")
         return 2
     dtype = getattr(torch, args.dtype)
-    gen = torch.Generator(device="cuda").manual_seed(0)
     calls = []
     for name in SHAPES:
         shape = shapes_by_name()[name]
-        qkv = torch.randn(shape.qkv_shape(args.batch), device="cuda", dtype=dtype, generator=gen)
-        table = torch.randn(shape.table_rows, shape.heads, device="cuda", generator=gen)
+        qkv, table = make_op_inputs(shape, args.batch, dtype, torch.device("cuda"))
         geometry = (shape.heads, shape.window, shape.shift, None)
 
         def call(qkv=qkv, table=table, geometry=geometry):

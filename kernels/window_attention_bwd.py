@@ -57,6 +57,13 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
 
 
 @triton.jit
+def _delta(out_ptr, do, tok, out_row_stride, d, HEAD_DIM: tl.constexpr, real, valid):
+    """delta = rowsum(dO * O) of a tile's tokens, fp32 (0 for padding tokens, whose dO is 0)."""
+    o = load_head(out_ptr, tok, out_row_stride, d, HEAD_DIM, real, valid, out_ptr, False)
+    return tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+
+
+@triton.jit
 def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
               HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, HAS_PAD: tl.constexpr,
               SHIFT_BEFORE_PAD: tl.constexpr):
@@ -177,8 +184,7 @@ def _window_attention_bwd_kernel(
                           PAD + head * HEAD_DIM, HAS_PAD)
             k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
             do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
-            o = load_head(OUT + head * HEAD_DIM, tok, out_row_stride, d, HEAD_DIM, real, valid, PAD, False)
-            delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+            delta = _delta(OUT + head * HEAD_DIM, do, tok, out_row_stride, d, HEAD_DIM, real, valid)
             lse = tl.load(LSE + (window * n_heads + head).to(tl.int64) * N + offs, mask=valid, other=0.0)
 
             # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
@@ -207,8 +213,7 @@ def _window_attention_bwd_kernel(
                     b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
                 do = load_head(DOUT + head * HEAD_DIM, tok_m, dout_row_stride, d, HEAD_DIM, real_m, valid_m, PAD,
                                False)
-                o = load_head(OUT + head * HEAD_DIM, tok_m, out_row_stride, d, HEAD_DIM, real_m, valid_m, PAD, False)
-                delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+                delta = _delta(OUT + head * HEAD_DIM, do, tok_m, out_row_stride, d, HEAD_DIM, real_m, valid_m)
                 tl.store(DELTA + tok_m * n_heads + head, delta, mask=real_m)
             tl.debug_barrier()  # those stores, by other threads of this program, before pass A reads them
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
