@@ -16,6 +16,10 @@ microseconds per launch:
   whole launch path including the head-major table copy;
 - ``fused op, no grad`` and ``fused op fwd+bwd``: the public op, as models call it.
 
+Then the kernels' device time (profiler) reading the bias table head-major, as the launchers copy it, against
+reading the parameter's row-major layout directly, at three shapes: whether that copy (one launch per
+forward) buys anything.
+
 Needs CUDA; prints the reason and exits 2 elsewhere.
 """
 from __future__ import annotations
@@ -33,6 +37,10 @@ import triton.language as tl  # noqa: E402
 import swin_fused  # noqa: E402
 from swin_fused.baselines import make_op_inputs  # noqa: E402
 from swin_fused.costs import shapes_by_name  # noqa: E402
+from swin_fused.benchmarking import profiled_time_per_call  # noqa: E402
+from swin_fused.kernels import window_attention_bwd as bwd_module  # noqa: E402
+from swin_fused.kernels import window_attention_fwd as fwd_module  # noqa: E402
+from swin_fused.kernels.launch import head_major  # noqa: E402
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
 
@@ -111,7 +119,38 @@ def main(argv=None) -> int:
     for name, fn in rows:
         with torch.no_grad() if "no grad" in name or "launcher" in name else torch.enable_grad():
             print(f"  {name:28s} {host_us_per_call(fn, args.calls):8.1f}")
+    table_layouts(args.batch)
     return 0
+
+
+def table_layouts(batch: int) -> None:
+    """Device time of the forward and backward kernels reading the bias table head-major (what the
+    launchers copy it to: one extra launch per forward) against the parameter's own row-major layout. If
+    row-major costs the kernels no more than that copy's launch, the copy should go."""
+    device = torch.device("cuda")
+    print("kernel device us per call, bias table head-major (launchers' copy) vs row-major (the parameter):")
+    for name in (SHAPE, "T/S s1 56x56 C96 h3 w7 shift3", "B384 s1 96x96 C128 h4 w12 shift6"):
+        shape = shapes_by_name()[name]
+        qkv, table = make_op_inputs(shape, batch, torch.bfloat16, device)
+        geometry = (shape.heads, shape.window, shape.shift, None)
+        out, lse = window_attention_fwd(qkv, table, *geometry, return_lse=True)
+        dout = torch.randn_like(out)
+        times = {}
+        for layout, t in (("head-major", head_major(table)), ("row-major", table)):
+            for module in (fwd_module, bwd_module):  # the launchers take the table as given
+                module.head_major = lambda x: x
+            try:
+                fwd_us = 1e6 * profiled_time_per_call(lambda: window_attention_fwd(qkv, t, *geometry, checked=False),
+                                                      device, 20, name_prefix="_window_attention_fwd")
+                bwd_us = 1e6 * profiled_time_per_call(
+                    lambda: window_attention_bwd(dout, qkv, out, lse, t, *geometry, checked=False),
+                    device, 20, name_prefix="_window_attention_bwd")
+            finally:
+                for module in (fwd_module, bwd_module):
+                    module.head_major = head_major
+            times[layout] = (fwd_us, bwd_us)
+        print(f"  {name}, batch {batch}: " + "; ".join(
+            f"{layout} fwd {f:.1f} bwd {b:.1f}" for layout, (f, b) in times.items()))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ racecheck shared-memory hazards), plus a run-to-run bit comparison.
 
 Each case covers one backward path with several windows per program forced (the launcher only groups them on
 large batches, which a sanitizer would take minutes over): 7x7 fp16 (one register tile, in-register dS fold),
-7x7 fp32 (32-token tiles, dS scratch) and 12x12 bf16 (64-token tiles), each padded and shifted so that every
-gradient path, the qkv-bias reduction included, is live. Prints which output differs between two identical
+7x7 fp32 (32-token tiles, dS scratch), 12x12 bf16 (64-token tiles) and 12x12 bf16 with dq summed in pass A
+(32-token tiles, dq scratch), each padded and shifted so that every gradient path, the qkv-bias reduction
+included, is live. Prints which output differs between two identical
 calls, if any; exits 1 then.
 """
 from __future__ import annotations
@@ -15,17 +16,23 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "0")
+os.environ["SWIN_FUSED_AUTOTUNE"] = "0"  # the launch configs below, not the autotuner's timing runs
 
 import torch  # noqa: E402
+import triton  # noqa: E402
 
 import swin_fused  # noqa: E402
 from swin_fused.kernels import window_attention_bwd as bwd_module  # noqa: E402
 
-#: (name, batch, H, W, heads, head_dim, window, dtype)
+_HEURISTIC = bwd_module.bwd_launch_config
+_DQ_IN_PASS_A = triton.Config({"BLOCK": 32, "DQ_IN_PASS_A": True}, num_warps=8, num_stages=2)
+
+#: (name, batch, H, W, heads, head_dim, window, dtype, backward launch config for the window)
 CASES = (
-    ("7x7 fp16 one-tile", 2, 30, 30, 3, 32, 7, torch.float16),
-    ("7x7 fp32 tiled", 2, 30, 30, 3, 32, 7, torch.float32),
-    ("12x12 bf16 tiled", 1, 26, 26, 2, 32, 12, torch.bfloat16),
+    ("7x7 fp16 one-tile", 2, 30, 30, 3, 32, 7, torch.float16, _HEURISTIC),
+    ("7x7 fp32 tiled", 2, 30, 30, 3, 32, 7, torch.float32, _HEURISTIC),
+    ("12x12 bf16 tiled", 1, 26, 26, 2, 32, 12, torch.bfloat16, _HEURISTIC),
+    ("12x12 bf16 tiled, dq in pass A", 1, 26, 26, 2, 32, 12, torch.bfloat16, lambda tokens, dtype: _DQ_IN_PASS_A),
 )
 WINDOWS_PER_PROGRAM = 3
 
@@ -45,7 +52,8 @@ def main() -> int:
         return 2
     bwd_module._windows_per_program = lambda n_windows, num_heads: WINDOWS_PER_PROGRAM
     failed = False
-    for name, B, H, W, heads, head_dim, window, dtype in CASES:
+    for name, B, H, W, heads, head_dim, window, dtype, launch_config in CASES:
+        bwd_module.bwd_launch_config = launch_config
         g = torch.Generator().manual_seed(0)
         C = heads * head_dim
         qkv = torch.randn(B, H, W, 3 * C, generator=g).to("cuda", dtype)

@@ -9,6 +9,7 @@ import torch
 
 from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, selected
 from swin_fused.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
+from swin_fused.benchmarking import autotuned_call
 from swin_fused.costs import benchmark_shapes, stage_shapes, window_attention_cost
 
 # CPU: the two smallest Swin-T stages (14x14 both shifts, 7x7); CUDA: every T/S, B and B-384 stage shape.
@@ -44,8 +45,8 @@ def test_window_attention(measure, shape, impl, mode):
             with torch.no_grad():
                 return fn(qkv, table, shape)
 
-    try:
-        call()  # compile / autotune outside the timing, and turn an unsupported case into a stated skip
+    try:  # compile / autotune outside the timing, and turn an unsupported case into a stated skip
+        tuned = autotuned_call(call)
     except Exception as error:  # noqa: BLE001 - a baseline's own limitation is a result, not a failure
         if impl in ("flex", "sdpa"):
             pytest.skip(f"{impl} failed on this shape: {type(error).__name__}: {str(error)[:200]}")
@@ -53,5 +54,8 @@ def test_window_attention(measure, shape, impl, mode):
     cost = window_attention_cost(shape, OP_BATCH, DTYPE, saves_lse=backward)
     if backward:
         cost = cost + window_attention_cost(shape, OP_BATCH, DTYPE, backward=True)
+    if tuned:  # each candidate config's time at this shape, the chosen one starred (also in the JSON)
+        print(f"\nautotuned {shape.name} {mode}: {tuned}")
     measure(call, rounds=OP_ROUNDS, group=f"op {shape.name} {mode}", dtype=DTYPE, batch=OP_BATCH,
-            kind="op", impl=impl, mode=mode, shape=shape.name, flops=cost.flops, bytes=cost.bytes)
+            kind="op", impl=impl, mode=mode, shape=shape.name, flops=cost.flops, bytes=cost.bytes,
+            **({"autotune": tuned} if tuned else {}))

@@ -17,8 +17,9 @@ fp16/bf16 windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass 
 on rows, so only dq's operand is transposed) and keeps the dS sum in registers, folded with an in-register
 gather. Larger windows (12x12, 16x16), and fp32 windows of more than 32 tokens, loop over tiles (see
 ``bwd_launch_config``): a prologue writes delta = rowsum(dO * O) for the window's tokens, pass A accumulates
-dk, dv per key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), pass B
-recomputes dS per query tile for dq.
+dk, dv per key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), and
+dq either in pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second program-private scratch) or in a
+pass B that recomputes dS per query tile; the autotuner picks.
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def _table_rows_from_scratch(ds, out_ptr, row_stride, WH: tl.constexpr, WW: tl.c
 
 @triton.jit
 def _window_attention_bwd_kernel(
-    QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
+    QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
     qkv_row_stride, out_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     n_windows, C, qk_scale, sm_scale,
@@ -151,7 +152,7 @@ def _window_attention_bwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr, DQ_IN_PASS_A: tl.constexpr,
 ):
     N: tl.constexpr = WH * WW
     ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
@@ -201,6 +202,11 @@ def _window_attention_bwd_kernel(
         _table_rows_from_registers(ds_acc, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     else:
         ds_partial = DS_SCRATCH + (pid.to(tl.int64) * n_heads + head) * N * N
+        # With DQ_IN_PASS_A, dq accumulates over key tiles in a program-private [N, BLOCK_D] fp32 scratch
+        # (each tile read back from L1/L2 by the threads that wrote it) and pass B is skipped: per tile pair
+        # one [BLOCK, BLOCK_D] read-modify-write instead of recomputing S and dP (two dots, exp2, the bias
+        # gather and the k/v loads). Which wins is the autotuner's call on the device.
+        dq_partial = DQ_SCRATCH + (pid.to(tl.int64) * n_heads + head) * N * BLOCK_D
         for window in range(w_start, w_end):
             b = window // n_win
             win = window % n_win
@@ -234,7 +240,10 @@ def _window_attention_bwd_kernel(
                     p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
                                       DOT_PRECISION)
                     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
-                    dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PRECISION)
+                    dsc = ds.to(q.dtype)
+                    dk += tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION)
+                    if DQ_IN_PASS_A:
+                        dq = tl.dot(dsc, k, input_precision=DOT_PRECISION)
                     # Program-private partial: read-modify-write needs no atomics, only ordering among this
                     # program's own threads (the barrier), so the sum order is fixed.
                     part_ptr = ds_partial + offs_m[:, None] * N + offs_n[None, :]
@@ -243,26 +252,37 @@ def _window_attention_bwd_kernel(
                     if window > w_start:
                         ds += tl.load(part_ptr, mask=part_mask, other=0.0)
                     tl.store(part_ptr, ds, mask=part_mask)
+                    if DQ_IN_PASS_A:
+                        # Ordered like the dS partial: a barrier separates this tile's store from the next key
+                        # tile's load of it (TILES >= 2 iterations apart) and from the next window's writes.
+                        dq_tile = dq_partial + offs_m[:, None] * BLOCK_D + d[None, :]
+                        if n_tile > 0:
+                            dq += tl.load(dq_tile, mask=valid_m[:, None], other=0.0)
+                        if n_tile == TILES - 1:
+                            store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
+                        else:
+                            tl.store(dq_tile, dq, mask=valid_m[:, None])
                 dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, valid_n,
                                               dk * sm_scale, dv, dpad_k, dpad_v, HAS_PAD)
-            # Pass B: per query tile, dq over all key tiles (recomputing dS rather than accumulating dq in HBM).
-            for m_tile in range(TILES):
-                offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
-                    QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
-                    n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
-                    SHIFT_BEFORE_PAD)
-                dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
-                for n_tile in range(TILES):
-                    offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_n, real_n, valid_n, region_n, k, v = _key_side(
-                        QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,
-                        head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
-                    bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
-                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
-                                      DOT_PRECISION)
-                    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
-                store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
+            if not DQ_IN_PASS_A:
+                # Pass B: per query tile, dq over all key tiles, recomputing dS.
+                for m_tile in range(TILES):
+                    offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
+                    tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
+                        QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
+                        n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
+                        SHIFT_BEFORE_PAD)
+                    dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+                    for n_tile in range(TILES):
+                        offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
+                        tok_n, real_n, valid_n, region_n, k, v = _key_side(
+                            QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
+                            C, head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                        bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+                        p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n,
+                                          HAS_SHIFT, DOT_PRECISION)
+                        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
+                    store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
         tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
         _table_rows_from_scratch(ds_partial, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
     if HAS_PAD:
@@ -272,8 +292,8 @@ def _window_attention_bwd_kernel(
         tl.store(dpad_ptr + n_heads * BLOCK_D + d, dpad_v)
 
 
-def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
-    """``(BLOCK, num_warps, num_stages)`` for a window of ``tokens`` tokens in ``dtype``.
+def bwd_launch_config(tokens: int, dtype: torch.dtype) -> triton.Config:
+    """The launch (``BLOCK``, ``DQ_IN_PASS_A``, warps, stages) for a window of ``tokens`` tokens in ``dtype``.
 
     From compiled-register evidence (tests/aot_compile.py, ptxas -v, sm_90, Triton 3.6 and 3.8):
     fp16/bf16 windows of up to 64 tokens are one register tile, with 8 warps (4 spill 230-400 bytes per
@@ -282,18 +302,24 @@ def bwd_launch_config(tokens: int, dtype: torch.dtype) -> Tuple[int, int, int]:
     than 32 tokens loop over 32-token tiles (no spills at 8 warps).
     """
     if dtype == torch.float32 and tokens > 32:
-        return 32, 8, 2
-    block = max(16, next_power_of_2(tokens)) if tokens <= 64 else 64
-    return block, (8 if block >= 64 else 4), 2
+        block, warps = 32, 8
+    else:
+        block = max(16, next_power_of_2(tokens)) if tokens <= 64 else 64
+        warps = 8 if block >= 64 else 4
+    return triton.Config({"BLOCK": block, "DQ_IN_PASS_A": False}, num_warps=warps, num_stages=2)
 
 
 # What the autotuner chooses among for fp16/bf16 windows of more than 64 tokens (the tiled path; the first is
 # bwd_launch_config's). On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy
 # (one 8-warp program per SM) and the slowest kernel relative to its work. 32-token tiles waste less of a
 # 144-token window (160 rows instead of 192) and spill nothing on sm_90 (64-token tiles: 20 B at 12x12); at
-# 4 warps two programs fit per SM. Every candidate is tiled, so the launcher's buffers suit them all.
-_BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block}, num_warps=warps, num_stages=2)
-                      for block, warps in ((64, 8), (32, 4), (32, 8))]
+# 4 warps two programs fit per SM. DQ_IN_PASS_A trades pass B's recomputation (two of the seven dots per
+# tile pair) for a dq read-modify-write in cache; it also lowers sm_90 spills at 12x12 (Triton 3.6, head_dim
+# 32: 64-token tiles 28 -> 12 B; 32-token tiles at 8 warps 0 B either way). Every candidate is tiled, so the
+# launcher's buffers suit them all.
+_BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block, "DQ_IN_PASS_A": dq_in_a}, num_warps=warps, num_stages=2)
+                      for block, warps, dq_in_a in ((64, 8, False), (32, 4, False), (32, 8, False), (64, 8, True),
+                                                    (32, 8, True))]
 _window_attention_bwd_autotuned = triton.autotune(
     configs=_BWD_TILED_CONFIGS,
     key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "WINDOWS_PER_PROGRAM"],
@@ -363,7 +389,8 @@ def window_attention_bwd(
         raise ValueError(f"dqkv must be a {tuple(qkv.shape)} {qkv.dtype} tensor whose rows flatten, got "
                          f"{tuple(dqkv.shape)} {dqkv.dtype} strides {dqkv.stride()}")
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    block, num_warps, num_stages = bwd_launch_config(N, qkv.dtype)
+    config = bwd_launch_config(N, qkv.dtype)
+    block = config.kwargs["BLOCK"]
     tune = autotuning() and qkv.dtype != torch.float32 and N > 64  # candidates: _BWD_TILED_CONFIGS, all tiled
     # The tiled path's delta = rowsum(dO * O) per token and head, [B*H*W, heads], written by the kernel itself
     # (each program for its windows) and read back by its passes; one-tile windows keep delta in registers.
@@ -377,19 +404,21 @@ def window_attention_bwd(
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
                   if N > block else dtable_partial)
+    dq_scratch = (torch.empty((n_programs, num_heads, N, block_d), device=qkv.device, dtype=torch.float32)
+                  if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else dtable_partial)
     dpad_partial = (torch.empty((n_programs, 2, num_heads, block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)
-    args = (qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dtable_partial,
-            dpad_partial, qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0), table.stride(1),
-            *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
+    args = (qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dq_scratch,
+            dtable_partial, dpad_partial, qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0),
+            table.stride(1), *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
     if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
         _window_attention_bwd_autotuned[(n_programs, num_heads)](*args, **constexprs)
     else:
-        _window_attention_bwd_kernel[(n_programs, num_heads)](*args, BLOCK=block, num_warps=num_warps,
-                                                              num_stages=num_stages, **constexprs)
+        _window_attention_bwd_kernel[(n_programs, num_heads)](*args, **config.kwargs, num_warps=config.num_warps,
+                                                              num_stages=config.num_stages, **constexprs)
     # Fixed-order reduction over programs (no atomics).
     dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
     dpad = None

@@ -12,7 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report", "ncu_markdown"]
+__all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report", "autotune_markdown",
+           "ncu_markdown"]
 
 #: Column order of implementations in tables and plots; unknown ones follow in first-seen order.
 IMPL_ORDER = (
@@ -138,7 +139,25 @@ def markdown_report(results: List[Result], env: Dict) -> str:
                 parts.append(table)
     if len(parts) <= 1:
         parts.append("_No benchmark results with swin_fused extra_info in this file._")
+    autotune = autotune_markdown(results)
+    if autotune:
+        parts.append(autotune)
     return "\n\n".join(parts) + "\n"
+
+
+def autotune_markdown(results: Iterable[Result]) -> Optional[str]:
+    """The autotuner's timing of every candidate config per shape and kernel, where a benchmark recorded it
+    (``extra_info["autotune"]``, written by bench/test_bench_op.py; the chosen config is starred), or None."""
+    rows = []
+    for r in results:
+        for kernel, timings in (r.extra.get("autotune") or {}).items():
+            best = min(timings.values())
+            for config, ms in sorted(timings.items(), key=lambda item: item[1]):
+                rows.append(f"| {r.subject} {r.mode} | {kernel} | {config} | {ms:.4f} | {ms / best:.2f}x |")
+    if not rows:
+        return None
+    return "\n".join(["Autotuner candidates (Triton's median ms per launch; * = chosen)", "",
+                      "| shape | kernel | config | ms | vs best |", "|---|---|---|---|---|", *rows])
 
 
 #: (column, Nsight Compute metric) of the kernel table: SpeedOfLight, LaunchStats and Occupancy sections.

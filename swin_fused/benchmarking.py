@@ -229,6 +229,28 @@ def profiled_time_per_call(fn: Callable[[], object], device: torch.device, iters
     return total_us * 1e-6 / iters
 
 
+def autotuned_call(fn: Callable[[], object]) -> Dict[str, Dict[str, float]]:
+    """Run ``fn`` once; for each fused kernel whose autotuner tuned a new shape class during it, every
+    candidate config's time (ms, Triton's median) keyed by the config, the chosen one marked with ``*``.
+    Empty when nothing was tuned (cached key, autotuning off, no CUDA): which candidates win on a device
+    decides which stay in the kernels' config lists."""
+    from .kernels import window_attention_bwd, window_attention_fwd
+
+    tuners = {"forward": window_attention_fwd._window_attention_fwd_autotuned,
+              "backward": window_attention_bwd._window_attention_bwd_autotuned}
+    before = {name: len(tuner.cache) for name, tuner in tuners.items()}
+    fn()
+    tuned = {}
+    for name, tuner in tuners.items():
+        timings = getattr(tuner, "configs_timings", None)  # the last tuned key's, in Triton 2.2+
+        if len(tuner.cache) == before[name] or not timings:
+            continue
+        best = getattr(tuner, "best_config", None)
+        tuned[name] = {f"{config}{' *' if config is best else ''}": float(t[0] if isinstance(t, (list, tuple)) else t)
+                       for config, t in timings.items()}
+    return tuned
+
+
 class PeakMemory:
     """Peak memory over a ``with`` block: CUDA ``max_memory_allocated``, or the process's peak RSS on CPU.
 

@@ -116,15 +116,17 @@ def backward_variants(quick):
         for dtype in dtypes:
             launches = [bwd.bwd_launch_config(window[0] * window[1], dtype)]
             if dtype != torch.float32 and window[0] * window[1] > 64 and not quick:  # the autotuner's candidates
-                launches = [(c.kwargs["BLOCK"], c.num_warps, c.num_stages) for c in bwd._BWD_TILED_CONFIGS]
+                launches = bwd._BWD_TILED_CONFIGS
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
-                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DTABLE_PARTIAL="fp32",
-                        DPAD_PARTIAL="fp32")
-            for block, warps, stages in launches:
-                yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{block} warps{warps}",
+                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DQ_SCRATCH="fp32",
+                        DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+            for c in launches:
+                dq_in_a = " dq-in-pass-A" if c.kwargs["DQ_IN_PASS_A"] else ""
+                yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{c.kwargs['BLOCK']} warps{c.num_warps}"
+                       f"{dq_in_a}",
                        bwd._window_attention_bwd_kernel, ptrs,
-                       dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, BLOCK=block, ROWS_BLOCK=bwd.ROWS_BLOCK),
-                       warps, stages)
+                       dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
+                       c.num_warps, c.num_stages)
 
 
 def main(argv=None) -> int:

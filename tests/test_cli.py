@@ -167,7 +167,11 @@ def _synthetic_benchmark_json(path):
                 "extra_info": {"kind": kind, "impl": impl, "mode": mode, key: subject, "batch": batch,
                                "device": "Test GPU", "dtype": "bfloat16", "torch": "9.9", "commit": "abc"}}
 
+    tuned = entry("op", "fused", "fwd_bwd", "B384 s1", 0.02, 128)
+    tuned["extra_info"]["autotune"] = {"backward": {"BLOCK: 64, DQ_IN_PASS_A: False": 0.5,
+                                                    "BLOCK: 32, DQ_IN_PASS_A: True *": 0.4}}
     benchmarks = [
+        tuned,
         entry("op", "fused", "fwd", "T s1 56x56", 0.001, 128),
         entry("op", "torch_path", "fwd", "T s1 56x56", 0.003, 128),
         entry("op", "reference", "fwd", "T s1 56x56", 0.004, 128),
@@ -211,6 +215,31 @@ def test_summarize_writes_markdown_tables(tmp_path, capsys):
     assert "| T s4 7x7 | 0.500 | — | 1.000 | 2.00x |" in text
     assert "| swin_tiny_patch4_window7_224 | 256 | 2,560.0 | 1,280.0 | 2.00x |" in text  # images/s = 256 / median
     assert "Test GPU" in text
+    # The autotuner's candidates, fastest first, each against the fastest.
+    assert ("| B384 s1 fwd_bwd | backward | BLOCK: 32, DQ_IN_PASS_A: True * | 0.4000 | 1.00x |\n"
+            "| B384 s1 fwd_bwd | backward | BLOCK: 64, DQ_IN_PASS_A: False | 0.5000 | 1.25x |") in text
+
+
+def test_autotuned_call_reports_only_kernels_tuned_during_the_call(monkeypatch):
+    """What the op benchmark records: each candidate's time for a kernel that tuned a new key during the
+    call (Triton's [median, p20, p80] lists as medians), the chosen config starred; nothing for a kernel
+    whose key was already cached."""
+    from swin_fused import benchmarking
+    from swin_fused.kernels import window_attention_bwd, window_attention_fwd
+
+    class Tuner:
+        def __init__(self):
+            self.cache, self.configs_timings, self.best_config = {"old": 1}, {"stale": [9.0]}, None
+
+    fwd, bwd = Tuner(), Tuner()
+    monkeypatch.setattr(window_attention_fwd, "_window_attention_fwd_autotuned", fwd)
+    monkeypatch.setattr(window_attention_bwd, "_window_attention_bwd_autotuned", bwd)
+
+    def call():  # the backward tunes a new key; the forward hits its cache
+        bwd.cache["new"] = bwd.best_config = "B"
+        bwd.configs_timings = {"A": [0.5, 0.4, 0.6], "B": [0.3, 0.2, 0.4]}
+
+    assert benchmarking.autotuned_call(call) == {"backward": {"A": 0.5, "B *": 0.3}}
 
 
 NCU_LOG = """==PROF== Connected to process 4242 (/usr/bin/python3.11)
