@@ -6,16 +6,22 @@ It validates its arguments at the public boundary, then dispatches on the backen
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from .backend import get_backend, resolve_backend
 from .geometry import needs_padding, to_2tuple
+from .reference import window_attention_reference
 
 __all__ = ["window_attention", "check_window_attention_args"]
 
 IntOrPair = Union[int, Sequence[int]]
+
+
+#: What the op computes in: the fused kernels take the first three (see _fused_supports).
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _fail(message: str) -> None:
@@ -38,12 +44,12 @@ def check_window_attention_args(
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 4:
         _fail(f"qkv must be a 4-D tensor [B, H, W, 3*heads*head_dim], got "
               f"{tuple(qkv.shape) if isinstance(qkv, torch.Tensor) else type(qkv).__name__}")
-    if not qkv.is_floating_point():
-        _fail(f"qkv must be a floating-point tensor, got dtype {qkv.dtype}")
+    if qkv.dtype not in _DTYPES:
+        _fail(f"qkv must be a floating-point tensor (float32, float16, bfloat16 or float64), got dtype {qkv.dtype}")
     B, H, W, C3 = qkv.shape
     if min(B, H, W, C3) <= 0:
         _fail(f"qkv has an empty dimension: shape {tuple(qkv.shape)}, expected B, H, W and channels >= 1")
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
+    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads <= 0:
         _fail(f"num_heads must be a positive int, got {num_heads!r}")
     if C3 % (3 * num_heads):
         _fail(f"qkv's last dimension {C3} is not 3 * num_heads * head_dim for num_heads={num_heads}")
@@ -164,11 +170,20 @@ def window_attention(
     window, shift, twin, _ = check_window_attention_args(
         qkv, table, num_heads, window_size, shift_size, pad_qkv, table_window
     )
+    num_heads = int(num_heads)
     _check_scale(scale)
-    if dropout_p < 0 or dropout_p >= 1:
-        _fail(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p < 1:
+        _fail(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if not isinstance(shift_before_pad, (bool, numbers.Integral)) or shift_before_pad not in (0, 1):
+        raise TypeError(f"window_attention: shift_before_pad must be a bool, got {shift_before_pad!r}")
     if pad_qkv is not None and not needs_padding(qkv.shape[1], qkv.shape[2], window):
         pad_qkv = None  # nothing is padded: callers may always pass the qkv bias; it gets no gradient here
+    if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
+        # torch.func (grad, vmap, jvp, jacrev, jacfwd, ...): the fused op has no forward-mode rule (a jvp would
+        # come out zero) and the PyTorch path's autograd Functions no vmap rule. The reference is plain
+        # differentiable ops, so every transform composes with it.
+        return window_attention_reference(qkv, table, num_heads, window, shift, scale, pad_qkv,
+                                          bool(shift_before_pad), twin, dropout_p)
     if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):
         return _fused_op()(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
     from .torch_path import window_attention_torch

@@ -147,7 +147,10 @@ def relative_position_index(window: Pair, device=None, table_window: Optional[Pa
     central rows hold the same offsets). Shared and cached: do not modify the result in place.
     """
     th, tw = window if table_window is None else table_window
-    return _relative_position_index_cpu(window[0], window[1], th, tw).to(device)
+    # Under torch.compile the index is traced into the graph as constants: call the uncached function, which
+    # Dynamo traces without its warning about lru_cache wrappers.
+    build = _relative_position_index_cpu.__wrapped__ if torch.compiler.is_compiling() else _relative_position_index_cpu
+    return build(window[0], window[1], th, tw).to(device)
 
 
 @functools.lru_cache(maxsize=64)

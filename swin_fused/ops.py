@@ -13,8 +13,10 @@ gradient comes back in its input's dtype.
 
 Plain eager calls skip the dispatcher: the same launches through a ``torch.autograd.Function``, without the
 custom op's Python dispatch (about 20 us a call with gradients on, a sizeable share of a small batch's step)
-and without re-checking what ``swin_fused.window_attention`` has checked. Whenever anything traces or
-transforms the call (torch.compile, export, fake tensors, torch.func), it goes through the registered op.
+and without re-checking what ``swin_fused.window_attention`` has checked. Whenever anything traces the call
+(torch.compile, export, fake tensors, dispatch modes), it goes through the registered op. (torch.func
+transforms never get here: :func:`swin_fused.window_attention` sends them to the reference.) A backward with
+``create_graph=True`` returns the PyTorch path's gradients, which are differentiable, instead of the kernel's.
 """
 from __future__ import annotations
 
@@ -156,13 +158,34 @@ class _EagerWindowAttention(torch.autograd.Function):
         inputs = (qkv, head_major(table), *rest)
         out, lse = _forward(*inputs, checked=False)
         _setup_context(ctx, inputs, (out, lse))
+        ctx.table = table  # the input itself (a reference, not a copy), for a double backward
         return out
 
     @staticmethod
     def backward(ctx, dout):
         qkv, table, pad_qkv, out, lse = _saved(ctx)
-        dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, *ctx.args, checked=False)
+        if torch.is_grad_enabled():  # create_graph=True, e.g. a gradient penalty
+            dqkv, dtable, dpad = _differentiable_gradients(dout, qkv, ctx.table, pad_qkv, *ctx.args)
+        else:
+            dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, *ctx.args, checked=False)
         return dqkv, dtable, dpad, None, None, None, None, None, None, None
+
+
+def _differentiable_gradients(dout, qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad,
+                              table_window):
+    """``(dqkv, dtable, dpad)`` that are themselves differentiable, for ``create_graph=True``: the fused
+    backward's outputs carry no graph, so a second derivative through them would silently miss every term
+    that flows through the first. Instead the PyTorch path's forward is recomputed from the saved inputs and
+    differentiated by autograd with ``create_graph``. Slower, and only taken in that case."""
+    from .torch_path import window_attention_torch
+
+    inputs = (qkv, table, pad_qkv)
+    leaves = [t for t in inputs if t is not None and t.requires_grad]
+    out = window_attention_torch(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad,
+                                 table_window)
+    grads = iter(torch.autograd.grad(out, leaves, dout, create_graph=True, allow_unused=True))
+    dqkv, dtable, dpad = (next(grads) if t is not None and t.requires_grad else None for t in inputs)
+    return dqkv, dtable, dpad
 
 
 def _plain_eager() -> bool:

@@ -95,8 +95,7 @@ class _TableRows(torch.autograd.Function):
         return table.index_select(0, rows)  # N*N, heads
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad):  # differentiable ops (linear in grad): double backward works
         gather = table_gather_index(ctx.window, ctx.table_window, grad.device)  # rows, max pairs
         grad = torch.cat([grad, grad.new_zeros(1, grad.shape[1])])  # pad slots read the zero row
         return grad[gather].sum(1), None, None
@@ -197,8 +196,7 @@ class _RowPermutation(torch.autograd.Function):
         return x.index_select(0, index)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad):  # differentiable ops (linear in grad): double backward works
         inverse, zero_rows = ctx.saved_tensors
         grad_x = grad.index_select(0, inverse)
         if zero_rows is not None:

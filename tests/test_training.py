@@ -129,3 +129,16 @@ def test_swin_tiny_trains_with_the_triton_backend():
     for name, g in grads["torch"][1].items():
         torch.testing.assert_close(grads["triton"][1][name], g, rtol=1e-3, atol=1e-6,
                                    msg=lambda m: f"{name}: {m}")
+
+
+def test_compile_raises_no_warning_of_ours():
+    """Dynamo warns about every lru_cache-wrapped function it traces (the geometry caches); compiling a model
+    must print nothing a user has to investigate."""
+    import warnings
+
+    model = small_swin(depths=(2,), num_heads=(2,)).to(DEVICE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.compile(model, backend="eager")(torch.randn(1, 3, 32, 32, device=DEVICE))
+    ours = [str(w.message) for w in caught if "lru_cache" in str(w.message) or "swin_fused" in w.filename]
+    assert not ours, ours

@@ -56,7 +56,9 @@ INVALID = [
      r"qkv must be a 4-D tensor \[B, H, W, 3\*heads\*head_dim\], got \(5, 6, 96\)"),
     ("qkv-not-a-tensor", _replace(qkv=[[1.0]]), ValueError, r"qkv must be a 4-D tensor .*got list"),
     ("qkv-int", _replace(qkv=lambda a: a["qkv"].long()), ValueError,
-     r"qkv must be a floating-point tensor, got dtype torch.int64"),
+     r"qkv must be a floating-point tensor \(float32, float16, bfloat16 or float64\), got dtype torch.int64"),
+    ("qkv-float8", _replace(qkv=lambda a: a["qkv"].to(torch.float8_e4m3fn)), ValueError,
+     r"qkv must be a floating-point tensor \(.*\), got dtype torch.float8_e4m3fn"),
     ("qkv-empty-batch", _replace(qkv=lambda a: a["qkv"][:0]), ValueError,
      r"qkv has an empty dimension: shape \(0, 5, 6, 96\), expected B, H, W and channels >= 1"),
     ("qkv-empty-channels", _replace(qkv=lambda a: a["qkv"][..., :0]), ValueError,
@@ -106,8 +108,12 @@ INVALID = [
     ("scale-nan", _replace(scale=float("nan")), ValueError,
      r"scale must be a finite float \(or None for head_dim \*\* -0.5\), got nan"),
     ("scale-inf", _replace(scale=float("inf")), ValueError, r"scale must be a finite float.*got inf"),
-    ("dropout-one", _replace(dropout_p=1.0), ValueError, r"dropout_p must be in \[0, 1\), got 1.0"),
-    ("dropout-negative", _replace(dropout_p=-0.1), ValueError, r"dropout_p must be in \[0, 1\), got -0.1"),
+    ("dropout-one", _replace(dropout_p=1.0), ValueError, r"dropout_p must be a float in \[0, 1\), got 1.0"),
+    ("dropout-negative", _replace(dropout_p=-0.1), ValueError, r"dropout_p must be a float in \[0, 1\), got -0.1"),
+    ("dropout-nan", _replace(dropout_p=float("nan")), ValueError, r"dropout_p must be a float in \[0, 1\), got nan"),
+    ("dropout-string", _replace(dropout_p="0.1"), ValueError, r"dropout_p must be a float in \[0, 1\), got '0.1'"),
+    ("shift-before-pad-string", _replace(shift_before_pad="no"), TypeError,
+     r"shift_before_pad must be a bool, got 'no'"),
     ("backend-unknown", _replace(backend="cuda"), ValueError,
      r"unknown backend 'cuda'; expected one of auto, torch, triton"),
 ]
@@ -126,7 +132,10 @@ def test_valid_base_call_runs_on_both_backends():
     for backend in BACKENDS:
         with swin_fused.use_backend(backend):
             outs.append(swin_fused.window_attention(**valid_args()))
+            # Integers from NumPy count as ints, as they do for the window (a config read from a file).
+            outs.append(swin_fused.window_attention(**{**valid_args(), "num_heads": np.int64(HEADS)}))
     assert outs[0].shape == (1, 5, 6, HEADS * HEAD_DIM)
+    assert torch.equal(outs[0], outs[1])
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
 
 
