@@ -13,8 +13,9 @@ relative position index, which is reshaped from ``[N*N]`` to ``[N, N]``:
   ``features.{2s+1}.{j}`` with the MLP as ``mlp.0`` / ``mlp.3``, merging at ``features.{2s+2}`` (same
   concatenation order as official), the relative position index flattened.
 
-Public: :func:`detect_layout`, :func:`convert_state_dict`, :func:`load_checkpoint` (read, unwrap, convert,
-check every key and shape, then load: all or nothing) and :func:`save_checkpoint` (``{"model": state_dict}``
+Public: :func:`detect_layout`, :func:`convert_state_dict`, :func:`load_checkpoint` (into a swin_fused
+SwinTransformer: read (``*.safetensors`` through the optional ``safetensors`` package), unwrap, convert, check every
+key and shape, then load: all or nothing) and :func:`save_checkpoint` (``{"model": state_dict}``
 through a temporary file and ``os.replace``). The buffers ``relative_position_index`` and ``attn_mask`` are
 derivable; the modules' load hooks (swin_fused/model.py) fill them in when a dict lacks them.
 """
@@ -31,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from .geometry import relative_position_index
-from .model import SwinTransformerBlock
+from .model import SwinTransformer, SwinTransformerBlock
 
 __all__ = [
     "LAYOUTS",
@@ -50,7 +51,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _SHOWN_KEYS = 10  # keys listed per category in error messages
 _WRAPPER_KEYS = ("model", "state_dict")  # official training/release files; timm and Lightning training files
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel; torch.compile
+# DistributedDataParallel / DataParallel; torch.compile; a training wrapper holding the network as `.model`
+# (PyTorch Lightning modules, many trainers). Each is stripped only when every key carries it.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 _SWIN_V2_MARKERS = ("logit_scale", "cpb_mlp")
 
 _LAYER = re.compile(r"^layers\.(\d+)\.")
@@ -120,23 +123,52 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
 # ----------------------------------------------------------------------------------------------- conversion
 
 
+def _is_bare_state_dict(obj: Mapping) -> bool:
+    """A non-empty mapping whose values are all tensors (a state dict never holds a mapping or a number)."""
+    return len(obj) > 0 and all(isinstance(value, torch.Tensor) for value in obj.values())
+
+
+def _find_state_dict(obj: Mapping) -> Optional[Mapping[str, torch.Tensor]]:
+    """``obj`` itself if it is a bare state dict, else the first ``"model"`` / ``"state_dict"`` entry holding one."""
+    if _is_bare_state_dict(obj):
+        return obj
+    for wrapper in _WRAPPER_KEYS:
+        inner = obj.get(wrapper)
+        if isinstance(inner, Mapping):
+            found = _find_state_dict(inner)
+            if found is not None:
+                return found
+    return None
+
+
 def _unwrap(obj, source: str) -> Mapping[str, torch.Tensor]:
-    """The state dict inside a checkpoint object: itself, or its ``"model"`` / ``"state_dict"`` entry."""
+    """The state dict inside a checkpoint object: itself, or its ``"model"`` / ``"state_dict"`` entry.
+
+    A wrapper's other entries may be anything, tensors included (``save_checkpoint(extra={"rng_state": ...})``,
+    a ``"step"`` tensor): only a mapping whose values are all tensors counts as a bare state dict.
+    """
     if not isinstance(obj, Mapping):
         raise TypeError(f"{source} is a {type(obj).__name__}, not a state dict (a mapping from names to "
                         f"tensors, or a dict with a 'model' or 'state_dict' entry)")
-    if any(isinstance(value, torch.Tensor) for value in obj.values()):
-        return obj
+    found = _find_state_dict(obj)
+    if found is not None:
+        return found
     for wrapper in _WRAPPER_KEYS:
-        if isinstance(obj.get(wrapper), Mapping):
+        if wrapper in obj:  # holds no state dict: say what it holds instead
             return _unwrap(obj[wrapper], f"{source}[{wrapper!r}]")
     keys = [str(key) for key in obj]
+    others = [f"{key} ({type(value).__name__})" for key, value in obj.items() if not isinstance(value, torch.Tensor)]
+    if len(others) < len(obj):  # some tensors: a state dict mixed with other entries
+        raise ValueError(f"{source} mixes tensors with other values ({_describe_keys(others)}) and has no 'model' "
+                         f"or 'state_dict' entry holding the state dict; its top-level keys are: "
+                         f"{_describe_keys(keys)}")
     raise ValueError(f"{source} holds no tensors and no 'model' or 'state_dict' entry; its top-level keys "
                      f"are: {_describe_keys(keys) or '(none)'}")
 
 
 def _strip_wrapper_prefixes(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-    """Drop ``module.`` / ``_orig_mod.`` when every key carries it (dicts saved from DDP or compiled models)."""
+    """Drop ``module.`` / ``_orig_mod.`` / ``model.`` when every key carries it (dicts saved from DDP, compiled
+    models or a trainer module holding the network as ``.model``), repeatedly, so nested wrappers go too."""
     stripped = True
     while sd and stripped:
         stripped = False
@@ -261,12 +293,15 @@ def _bare_module(model: nn.Module) -> nn.Module:
 
 
 def _read(path: PathLike):
-    """``torch.load`` on CPU with ``weights_only=True``, turning its failures into errors that name the file."""
+    """``torch.load`` on CPU with ``weights_only=True`` (``safetensors`` for ``*.safetensors``), turning failures
+    into errors that name the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file not found: {path!r}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint path is a directory, expected a file: {path!r}")
+    if path.lower().endswith(".safetensors"):
+        return _read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -283,12 +318,24 @@ def _read(path: PathLike):
         raise _unreadable(path, error) from error
 
 
-def _unreadable(path: str, reason) -> CheckpointError:
+def _read_safetensors(path: str) -> StateDict:
+    """A ``.safetensors`` file through the optional ``safetensors`` package (not every torch.load reads them)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as error:
+        raise ImportError(f"checkpoint {path!r} is a safetensors file; reading it needs the optional 'safetensors' "
+                          f"package (pip install safetensors)") from error
+    try:
+        return load_file(path, device="cpu")
+    except Exception as error:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
+        raise _unreadable(path, error, kind="safetensors file") from error
+
+
+def _unreadable(path: str, reason, kind: str = "PyTorch checkpoint") -> CheckpointError:
     if isinstance(reason, BaseException):
         # The first sentence: torch appends paragraphs of general advice to its reasons.
         reason = str(reason).split(". ")[0].splitlines()[0] if str(reason) else type(reason).__name__
-    return CheckpointError(f"{path!r} could not be read as a PyTorch checkpoint (truncated or corrupt file?): "
-                           f"{reason}")
+    return CheckpointError(f"{path!r} could not be read as a {kind} (truncated or corrupt file?): {reason}")
 
 
 class _Mismatch(NamedTuple):
@@ -375,6 +422,18 @@ def _check_model(model, function: str) -> None:
                         f"{' (arguments swapped? the model comes first, then the checkpoint)' if swapped else ''}")
 
 
+def _check_swin_fused_model(model: nn.Module) -> None:
+    """load_checkpoint converts every layout onto swin_fused's own keys, so only swin_fused models can take them."""
+    bare = _bare_module(model)
+    if not isinstance(bare, SwinTransformer):
+        kind = f"{type(bare).__module__}.{type(bare).__qualname__}"
+        raise TypeError(f"load_checkpoint: model must be a swin_fused.SwinTransformer (bare, or in a DDP / "
+                        f"DataParallel / torch.compile wrapper), got {kind}; load_checkpoint renames official, timm "
+                        f"and torchvision checkpoints onto swin_fused's keys. Load another model's own checkpoint "
+                        f"with model.load_state_dict(torch.load(path, weights_only=True)); move such weights into a "
+                        f"swin_fused model with swin_fused.convert_state_dict")
+
+
 def load_checkpoint(
     model: nn.Module,
     checkpoint: Union[PathLike, Mapping],
@@ -385,8 +444,12 @@ def load_checkpoint(
 
     Args:
         model: a :class:`swin_fused.SwinTransformer` (DDP / DataParallel / torch.compile wrappers are unwrapped).
-        checkpoint: a file path (read with ``torch.load(weights_only=True, map_location="cpu")``) or an object
-            already loaded: a state dict, or a dict with a ``"model"`` or ``"state_dict"`` entry.
+            Other models (a timm or torchvision Swin, optimized or not) are refused with a TypeError: load their
+            own checkpoints with ``model.load_state_dict``.
+        checkpoint: a file path (read with ``torch.load(weights_only=True, map_location="cpu")``; ``*.safetensors``
+            with the optional ``safetensors`` package) or an object already loaded: a state dict (a mapping whose
+            values are all tensors), or a dict with a ``"model"`` or ``"state_dict"`` entry holding one beside
+            any other entries (epoch, optimizer, RNG state tensors, ...).
         strict: as ``nn.Module.load_state_dict``: missing or unexpected keys are errors. Shape mismatches are
             errors either way. The derivable buffers (``relative_position_index``, ``attn_mask``) may be absent.
         layout: ``"auto"`` or one of :data:`LAYOUTS` (see :func:`convert_state_dict`).
@@ -399,9 +462,12 @@ def load_checkpoint(
         CheckpointError: the file is not a readable PyTorch checkpoint, or the dict does not fit the model
             (the message lists the missing, unexpected and mis-shaped keys); the model is left unchanged.
         ValueError: the dict's layout is not recognised, or the object holds no state dict.
-        TypeError: ``checkpoint`` (or the file's content) is not a mapping.
+        TypeError: ``model`` is not a swin_fused SwinTransformer, or ``checkpoint`` (or the file's content) is not
+            a mapping.
+        ImportError: a ``.safetensors`` file without the ``safetensors`` package installed.
     """
     _check_model(model, "load_checkpoint")
+    _check_swin_fused_model(model)
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -426,7 +492,9 @@ def save_checkpoint(model: nn.Module, path: PathLike, extra: Optional[Mapping] =
 
     The file is written and fsynced under a temporary name in the same directory, then renamed over ``path``
     with ``os.replace``: a crash at any point leaves either the old checkpoint or the new one, never a torn
-    file. ``extra`` (epoch, optimizer state, ...) must not use the key ``"model"``.
+    file. ``extra`` (epoch, optimizer state, RNG state tensors, ...) must not use the key ``"model"``;
+    :func:`load_checkpoint` reads such a file back. Raises OSError naming ``path`` when it cannot be written
+    (read-only or missing directory, ``path`` is a directory); the old file, if any, is left as it was.
     """
     _check_model(model, "save_checkpoint")
     if extra is not None and "model" in extra:
@@ -436,10 +504,17 @@ def save_checkpoint(model: nn.Module, path: PathLike, extra: Optional[Mapping] =
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"directory of checkpoint path {path!r} does not exist: {directory!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint path is a directory, expected a file name: {path!r}")
     temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         # os.open with 0o666 lets the umask decide the mode, as for any newly created file.
-        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # name the checkpoint, not the hidden temporary file
+        raise _os_error(error, f"cannot write checkpoint {path!r}: creating a file in {directory!r} failed "
+                               f"({error.strerror or error})") from error
+    try:
+        with os.fdopen(descriptor, "wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
@@ -451,6 +526,13 @@ def save_checkpoint(model: nn.Module, path: PathLike, extra: Optional[Mapping] =
             pass
         raise
     _fsync_directory(directory)
+
+
+def _os_error(error: OSError, message: str) -> OSError:
+    """An OSError of the same kind (PermissionError, ...) and errno as ``error``, with ``message``."""
+    if error.errno is None:
+        return OSError(message)
+    return OSError(error.errno, message)  # OSError(errno, ...) picks the subclass for the errno
 
 
 def _fsync_directory(directory: str) -> None:

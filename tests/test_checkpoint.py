@@ -7,6 +7,8 @@ from its converted state dict, must give the same logits to ~1e-15. No downloads
 """
 import argparse
 import os
+import pickle
+import sys
 
 import pytest
 import torch
@@ -287,12 +289,74 @@ def test_strict_load_state_dict_still_reports_real_parameters():
     assert "relative_position_index" not in message and "attn_mask" not in message
 
 
-def test_wrappers_and_prefixes_are_unwrapped():
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.module.", "model.", "model._orig_mod."])
+def test_wrappers_and_prefixes_are_unwrapped(prefix):
+    """DDP, torch.compile and trainer wrappers (a Lightning module's ``self.model``), nested."""
     official = official_model()
-    wrapped = {"state_dict": {"module." + k: v for k, v in official.state_dict().items()}, "epoch": 1}
+    wrapped = {"state_dict": {prefix + k: v for k, v in official.state_dict().items()}, "epoch": 1}
     ours = package_model()
     load_checkpoint(ours, wrapped)
     assert_state_equal(ours, official.state_dict())
+
+
+def test_tensor_entries_beside_the_wrapped_state_dict_do_not_hide_it(tmp_path):
+    """A wrapper's other entries may be tensors (RNG state, a step counter): the 'model' entry is still found."""
+    source = perturb_(package_model())
+    path = tmp_path / "train.pth"
+    save_checkpoint(source, path, extra={"epoch": 3, "rng_state": torch.get_rng_state()})
+    ours = package_model()
+    load_checkpoint(ours, path)
+    assert_state_equal(ours, source.state_dict())
+    wrapped = {"state_dict": {"module." + k: v for k, v in source.state_dict().items()}, "step": torch.tensor(1000)}
+    assert detect_layout(wrapped) == "official"
+    assert convert_state_dict(wrapped).keys() == source.state_dict().keys()
+    # A dict of tensors and other values without a wrapper entry is no state dict: say so, naming the odd ones.
+    with pytest.raises(ValueError, match=r"mixes tensors with other values \(epoch \(int\)\) and has no 'model'"):
+        load_checkpoint(package_model(), {**source.state_dict(), "epoch": 3})
+
+
+def test_models_other_than_swin_fused_are_refused_with_a_pointer():
+    """load_checkpoint renames checkpoints onto swin_fused's keys; another model is told to use load_state_dict."""
+    expected = r"model must be a swin_fused.SwinTransformer .*got {}; .*model.load_state_dict"
+    linear = torch.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=expected.format(r"torch.nn.modules.linear.Linear")):
+        load_checkpoint(linear, linear.state_dict())
+    timm_swin = pytest.importorskip("timm.models.swin_transformer")
+    theirs = timm_swin.SwinTransformer(**SMALL)
+    with pytest.raises(TypeError, match=expected.format(r"timm.models.swin_transformer.SwinTransformer")):
+        load_checkpoint(theirs, theirs.state_dict())  # its own dict: the old error listed keys it has
+
+
+def test_safetensors_files_load_without_torch_load(tmp_path, monkeypatch):
+    """``*.safetensors`` goes through the safetensors package: torch.load reads them in some versions only."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    source = perturb_(package_model())
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file(source.state_dict(), str(path))
+    real_load = torch.load
+
+    def load_without_safetensors(file, *args, **kwargs):  # as torch 2.11 does: unpickle, and fail
+        if str(file).endswith(".safetensors"):
+            raise pickle.UnpicklingError("invalid load key, '\\x10'.")
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_without_safetensors)
+    ours = package_model()
+    load_checkpoint(ours, path)
+    assert_state_equal(ours, source.state_dict())
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"model.safetensors' could not be read as a safetensors file"):
+        load_checkpoint(ours, path)
+
+
+def test_safetensors_file_without_the_package_says_what_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")  # a valid, empty safetensors file
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import safetensors now raises ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ImportError, match=r"model.safetensors' is a safetensors file; reading it needs the optional "
+                                          r"'safetensors' package"):
+        load_checkpoint(package_model(), path)
 
 
 # ---------------------------------------------------------------------------------------------- save/load
@@ -333,6 +397,30 @@ def test_save_never_loses_the_existing_checkpoint(tmp_path, monkeypatch):
     loaded = package_model()
     load_checkpoint(loaded, path)
     assert_state_equal(loaded, newer.state_dict())
+
+
+def test_unwritable_targets_are_named_in_save_errors(tmp_path, monkeypatch):
+    """Errors name the checkpoint path, not the hidden temporary file; the old checkpoint stays as it was."""
+    path = tmp_path / "model.pth"
+    save_checkpoint(package_model(), path)
+    good = path.read_bytes()
+    real_open = os.open
+
+    def read_only_directory(name, flags, *args, **kwargs):  # chmod cannot stop root, so refuse creation here
+        if flags & os.O_CREAT and os.path.dirname(name) == str(tmp_path):
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_directory)
+    with pytest.raises(PermissionError, match=rf"cannot write checkpoint '{path}': creating a file in "
+                                              rf"'{tmp_path}' failed \(Permission denied\)") as info:
+        save_checkpoint(perturb_(package_model()), path)
+    assert ".tmp" not in str(info.value) and isinstance(info.value.__cause__, PermissionError)
+    monkeypatch.undo()
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["model.pth"]
+    with pytest.raises(IsADirectoryError, match=rf"checkpoint path is a directory, expected a file name: "
+                                                rf"'{tmp_path}'"):
+        save_checkpoint(package_model(), tmp_path)
 
 
 def test_missing_file(tmp_path):
