@@ -79,6 +79,14 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def _check_not_empty(x: torch.Tensor) -> None:
+    """Blocks and merges take ``[B, H, W, C]`` maps or ``[B, L, C]`` tokens with every dimension >= 1."""
+    if min(x.shape[:-1]) <= 0:
+        layout = ("non-empty [B, L, C] tokens (B, L >= 1)" if x.dim() == 3
+                  else "a non-empty [B, H, W, C] map (B, H, W >= 1)")
+        raise ValueError(f"expected {layout}, got shape {tuple(x.shape)}")
+
+
 def _check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -290,6 +298,7 @@ class SwinTransformerBlock(nn.Module):
         if x.dim() not in (3, 4) or x.shape[-1] != self.dim:
             raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
                              f"got shape {tuple(x.shape)}")
+        _check_not_empty(x)
         if x.dim() == 3:  # official [B, L, C]
             B, L, C = x.shape
             H, W = self.input_resolution
@@ -297,8 +306,6 @@ class SwinTransformerBlock(nn.Module):
                 raise ValueError(f"input has {L} tokens, expected H*W = {H}*{W} = {H * W} "
                                  f"for input_resolution {self.input_resolution}; pass a [B, H, W, C] map instead")
             return self._forward_map(x.view(B, H, W, C)).view(B, L, C)
-        if min(x.shape[:3]) <= 0:
-            raise ValueError(f"expected a non-empty [B, H, W, C] map (B, H, W >= 1), got shape {tuple(x.shape)}")
         return self._forward_map(x)
 
     def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,6 +347,10 @@ class PatchMerging(nn.Module):
         self.norm = norm_layer(4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (3, 4) or x.shape[-1] != self.dim:
+            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
+                             f"got shape {tuple(x.shape)}")
+        _check_not_empty(x)
         if x.dim() == 3:  # official [B, L, C]
             B, L, C = x.shape
             H, W = self.input_resolution
@@ -348,9 +359,6 @@ class PatchMerging(nn.Module):
                                  f"{self.input_resolution}")
             out = self.forward(x.view(B, H, W, C))
             return out.reshape(B, -1, 2 * C)
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"expected a [B, H, W, C={self.dim}] map or [B, L, C={self.dim}] tokens, "
-                             f"got shape {tuple(x.shape)}")
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))

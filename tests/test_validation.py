@@ -301,10 +301,15 @@ def test_block_and_merging_errors():
     with pytest.raises(ValueError, match=r"input_resolution must be positive, got \(-1, 8\)"):
         SwinBlock(32, (-1, 8), 2, window_size=4)
     block = SwinBlock(32, 8, 2, window_size=4, shift_size=2)
-    for shape in ((0, 8, 8, 32), (1, 0, 8, 32), (1, 8, 0, 32)):
-        with pytest.raises(ValueError, match=re.escape(f"expected a non-empty [B, H, W, C] map (B, H, W >= 1), got "
-                                                       f"shape {shape}")):
-            block(torch.randn(shape))
+    merging = PatchMerging(8, 32)
+    for module in (block, merging):  # the error names the caller's input, empty tokens as well as maps
+        for shape in ((0, 8, 8, 32), (1, 0, 8, 32), (1, 8, 0, 32)):
+            with pytest.raises(ValueError, match=re.escape(f"expected a non-empty [B, H, W, C] map (B, H, W >= 1), "
+                                                           f"got shape {shape}")):
+                module(torch.randn(shape))
+        with pytest.raises(ValueError, match=re.escape("expected non-empty [B, L, C] tokens (B, L >= 1), got "
+                                                       "shape (0, 64, 32)")):
+            module(torch.randn(0, 64, 32))
     with pytest.raises(ValueError, match=re.escape("[B, L, C=32] tokens, got shape (1, 64, 16)")):
         block(torch.randn(1, 64, 16))
     merging = PatchMerging(8, 16)
