@@ -22,12 +22,30 @@ official       ``[B, L, C]`` tokens at the block's fixed ``input_resolution``, d
 Mechanism: one method set on the *instance* (never the class), under the name the library calls:
 ``block._attn`` (timm), ``attn.forward`` (torchvision ``ShiftedWindowAttention``), ``block.forward``
 (official); a ``functools.partial`` of a function of this module, so ``copy.deepcopy`` and pickling a whole
-optimized model keep the patch. ``optimize(model, undo=True)`` removes them again. Anything the op cannot
-reproduce (Swin V2, a non-standard relative position index, an overridden method, ...) stays on its own
-path, with one summary warning.
+optimized model keep the patch. The same module also gets a ``_replicate_for_data_parallel`` that re-binds
+the patch to each ``nn.DataParallel`` replica (whose ``__dict__`` is a copy of the module's), so a replica
+computes with its own device's Parameters. ``optimize(model, undo=True)`` removes both again.
+
+Left on its own path, each with its reason in the report and one summary warning: anything the op cannot
+reproduce (Swin V2, a non-standard relative position index or mask, a class that overrides a method the
+patch replaces or skips, ``qkv`` / ``proj`` that are not ``nn.Linear``, e.g. dynamically quantized); an
+instance-level override (accelerate's ``add_hook_to_module``, a user's wrapper) of the method optimize()
+would replace or of one the patched path skips (timm / official ``attn.forward``); and hooks on a module
+the patched path does not call: timm and official blocks compute attention without calling ``attn``
+(nor, where the library calls them, ``attn.softmax`` / ``attn.attn_drop``), so forward, pre-forward or
+backward hooks there (DeepSpeed ZeRO-3's, attention-map capture, ablations) would not run. torchvision's
+patched ``attn.forward`` is called by ``attn(...)``, so hooks on ``attn`` still run, and its library path
+calls no submodule either. Hooks on ``qkv`` / ``proj`` / ``proj_drop`` (timm, official) still run, on
+``[B, H, W, *]`` maps instead of the library's window batches. The same checks run at every call, as
+dict-truthiness tests (cheap, and no graph break under ``torch.compile``): a hook, a global module hook or
+a timm / official ``attn.forward`` override added after optimize() sends that call down the library's
+path, and so does FX symbolic tracing (``torchvision.models.feature_extraction``), which traces the
+library's code, not the op's shape logic. Meta-device models are optimized without reading index or mask
+values (the patched path never reads them).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import sys
@@ -40,6 +58,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules import module as _nn_module
 
 from . import functional
 from .backend import BACKENDS
@@ -52,6 +71,8 @@ Pair = Tuple[int, int]
 
 #: Instance attribute that marks a patched module and remembers how to undo the patch.
 _MARK = "_swin_fused_patch"
+#: ``nn.DataParallel``'s replicate() calls this method of every module; a patched module gets its own.
+_REPLICATE = "_replicate_for_data_parallel"
 
 
 @dataclass
@@ -66,6 +87,7 @@ class OptimizeReport:
         already_fused: blocks of :mod:`swin_fused` itself, which always run the fused op.
         left_alone: block name -> why it stays on its original path.
         restored: blocks put back on their original path (``undo=True``).
+        already_original: blocks ``undo=True`` found on their original path (nothing to restore).
         backend: the backend pinned for the patched blocks (None: the global setting at call time).
     """
 
@@ -75,12 +97,13 @@ class OptimizeReport:
     already_fused: List[str] = field(default_factory=list)
     left_alone: Dict[str, str] = field(default_factory=dict)
     restored: List[str] = field(default_factory=list)
+    already_original: List[str] = field(default_factory=list)
     backend: Optional[str] = None
 
     @property
     def num_blocks(self) -> int:
         return (len(self.patched) + len(self.already_optimized) + len(self.already_fused)
-                + len(self.left_alone) + len(self.restored))
+                + len(self.left_alone) + len(self.restored) + len(self.already_original))
 
     def reasons(self) -> Dict[str, List[str]]:
         """reason -> names of the blocks left alone for it."""
@@ -100,6 +123,8 @@ class OptimizeReport:
             lines.append(f"  swin_fused blocks, fused already (nothing to do): {len(self.already_fused)}")
         if self.restored:
             lines.append(f"  restored to their original path: {len(self.restored)}")
+        if self.already_original:
+            lines.append(f"  already on their original path (nothing to undo): {len(self.already_original)}")
         if self.left_alone:
             lines.append(f"  left on their original path: {len(self.left_alone)}")
             for reason, names in self.reasons().items():
@@ -118,14 +143,11 @@ def _abbreviate(names: List[str], keep: int = 3) -> str:
 class _Patch:
     """Stored on a patched module: what was replaced and which backend the patched path pins."""
 
-    attr: str  # "_attn" or "forward"
+    attr: str  # "_attn" or "forward"; the class method of that name is the original path
     family: str
-    previous: Optional[Callable]  # an instance-level attribute we replaced (None: the class method ran)
     backend: Optional[str]
 
     def call_original(self, module: nn.Module, *args):
-        if self.previous is not None:
-            return self.previous(*args)
         return getattr(type(module), self.attr)(module, *args)
 
 
@@ -139,6 +161,52 @@ def _attend(patch: _Patch, qkv: torch.Tensor, attn: nn.Module, window: Pair, shi
 
 
 # --------------------------------------------------------------------------------------------------------
+# What the patched path skips. The library's path calls these modules (so their hooks run); the patched
+# path computes attention without calling them. torchvision's library path calls no submodule at all.
+
+
+def _bypassed(family: str, attn: nn.Module) -> Tuple[Tuple[str, nn.Module], ...]:
+    """``(name, module)`` for each module the library's path calls and the patched path does not."""
+    if family == "torchvision":
+        return ()
+    if family == "timm" and getattr(attn, "fused_attn", False):  # timm's SDPA path calls neither submodule
+        return (("attn", attn),)
+    named = (("attn", attn), ("attn.softmax", getattr(attn, "softmax", None)),
+             ("attn.attn_drop", getattr(attn, "attn_drop", None)))
+    return tuple((name, module) for name, module in named if isinstance(module, nn.Module))
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own (forward, pre-forward or backward)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    """Whether module calls run global hooks (``torch.nn.modules.module.register_module_forward_hook`` ...)."""
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
+
+
+def _needs_library_path(family: str, attn: nn.Module, x) -> bool:
+    """Call-time twin of the optimize()-time checks on what can change afterwards: hooks (the module's or
+    global ones) on a module the patched path skips, an instance-level ``attn.forward`` (timm, official),
+    and FX symbolic tracing (``x`` a Proxy: the library's code traces, this module's shape logic does not).
+    Dict-truthiness and isinstance tests only: cheap in eager mode, no graph break under torch.compile."""
+    if isinstance(x, torch.fx.Proxy):
+        return True
+    bypassed = _bypassed(family, attn)
+    if not bypassed:
+        return False
+    if "forward" in attn.__dict__ or _global_hooks():
+        return True
+    for _, module in bypassed:
+        if _has_hooks(module):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------------
 # The patched methods. Python work here is on shapes and attributes only (no tensor values), so
 # torch.compile traces through them; window, shift and the table are read at call time, never cached.
 
@@ -147,6 +215,8 @@ def _timm_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """timm ``SwinTransformerBlock._attn`` on the fused op: ``[B, H, W, C] -> [B, H, W, C]``."""
     patch: _Patch = getattr(block, _MARK)
     attn = block.attn
+    if _needs_library_path("timm", attn, x):
+        return patch.call_original(block, x)
     _, H, W, _ = x.shape
     window, shift = tuple(block.window_size), tuple(block.shift_size)
     if any(shift) and not getattr(block, "dynamic_mask", False):
@@ -168,6 +238,8 @@ def _timm_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _torchvision_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """torchvision ``ShiftedWindowAttention.forward`` on the fused op: ``[B, H, W, C] -> [B, H, W, C]``."""
     patch: _Patch = getattr(attn, _MARK)
+    if _needs_library_path("torchvision", attn, x):
+        return patch.call_original(attn, x)
     _, H, W, C = x.shape
     window = (attn.window_size[0], attn.window_size[1])
     # torchvision drops the shift along a dimension whose padded size is a single window.
@@ -187,6 +259,8 @@ def _official_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Official ``SwinTransformerBlock.forward`` on the fused op: ``[B, L, C] -> [B, L, C]``."""
     patch: _Patch = getattr(block, _MARK)
     attn = block.attn
+    if _needs_library_path("official", attn, x):
+        return patch.call_original(block, x)
     H, W = block.input_resolution
     B, L, C = x.shape
     if L != H * W:
@@ -211,12 +285,14 @@ _PATCHED: Dict[str, Tuple[str, Callable]] = {  # family -> (attribute, replaceme
 
 # --------------------------------------------------------------------------------------------------------
 # Checks, once per block at optimize() time. Each returns None (the op reproduces the block) or a reason.
+# Meta tensors (models built without storage, loaded later) carry no values: only the index's and mask's
+# shapes are checked then; the patched path never reads their values, so values loaded later cannot matter.
 
 
 def _index_reason(index: torch.Tensor, window: Pair) -> Optional[str]:
     expected = relative_position_index(window)
-    if index.numel() != expected.numel() or not torch.equal(index.detach().reshape(-1).cpu(),
-                                                              expected.reshape(-1)):
+    if index.numel() != expected.numel() or (
+            not index.is_meta and not torch.equal(index.detach().reshape(-1).cpu(), expected.reshape(-1))):
         return "relative_position_index is not the standard formula"
     return None
 
@@ -240,7 +316,7 @@ def _mask_reason(mask: Optional[torch.Tensor], Hp: int, Wp: int, window: Pair, s
         return None
     expected = shift_mask(Hp, Wp, window, shift)
     if mask is None or tuple(mask.shape) != tuple(expected.shape) or \
-            not torch.equal(mask.detach().float().cpu(), expected):
+            (not mask.is_meta and not torch.equal(mask.detach().float().cpu(), expected)):
         return "attn_mask is not the standard -100 shift mask for its input_resolution"
     return None
 
@@ -249,6 +325,43 @@ def _overridden(obj: object, base: type, *names: str) -> Optional[str]:
     for name in names:
         if getattr(type(obj), name) is not getattr(base, name):
             return f"{type(obj).__name__}.{name} overrides {base.__module__}.{base.__name__}.{name}"
+    return None
+
+
+def _linear_reason(attn: nn.Module) -> Optional[str]:
+    """qkv / proj must be plain Linears: the patched path reads ``.weight`` / ``.bias`` (the qkv bias is the
+    q/k/v of padded tokens); a quantized or wrapped projection has neither as a tensor."""
+    for name in ("qkv", "proj"):
+        layer = getattr(attn, name, None)
+        if not isinstance(layer, nn.Linear):
+            kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
+            return f"attn.{name} is {kind}, not an nn.Linear (quantized or wrapped projection)"
+    return None
+
+
+# Instance attributes (on the patched module, and on its attention for timm and official blocks) that the
+# library's path calls and the patched path replaces or skips: an override set on the instance (accelerate's
+# add_hook_to_module, a user's wrapper) would be lost.
+_INSTANCE_ATTRS: Dict[str, Tuple[Tuple[str, Tuple[str, ...]], ...]] = {
+    "timm": (("", ("_attn", "get_attn_mask", _REPLICATE)), ("attn.", ("forward", "_get_rel_pos_bias"))),
+    "torchvision": (("", ("forward", "get_relative_position_bias", _REPLICATE)),),
+    "official": (("", ("forward", _REPLICATE)), ("attn.", ("forward",))),
+}
+
+
+def _instance_reason(family: str, module: nn.Module, attn: nn.Module) -> Optional[str]:
+    for prefix, names in _INSTANCE_ATTRS[family]:
+        owner = attn if prefix else module
+        for name in names:
+            if name in owner.__dict__:
+                return f"instance-level {prefix}{name} override"
+    return None
+
+
+def _hook_reason(family: str, attn: nn.Module) -> Optional[str]:
+    for name, module in _bypassed(family, attn):
+        if _has_hooks(module):
+            return f"hooks on {name}, which the fused path does not call"
     return None
 
 
@@ -274,8 +387,11 @@ def _check_timm(block: nn.Module, timm_swin: types.ModuleType) -> Optional[str]:
     return _first(
         lambda: None if isinstance(attn, timm_swin.WindowAttention) else
         f"attention is {type(attn).__name__}, not timm's WindowAttention",
-        lambda: _overridden(block, timm_swin.SwinTransformerBlock, "_attn"),
+        lambda: _overridden(block, timm_swin.SwinTransformerBlock, "_attn", "get_attn_mask"),
         lambda: _overridden(attn, timm_swin.WindowAttention, "forward", "_get_rel_pos_bias"),
+        lambda: _instance_reason("timm", block, attn),
+        lambda: _hook_reason("timm", attn),
+        lambda: _linear_reason(attn),
         lambda: None if tuple(attn.window_size) == window else
         f"block window {window} differs from its attention's window {tuple(attn.window_size)}",
         lambda: _shift_reason(window, shift),
@@ -285,16 +401,23 @@ def _check_timm(block: nn.Module, timm_swin: types.ModuleType) -> Optional[str]:
     )
 
 
+def _heads_reason(attn: nn.Module) -> Optional[str]:
+    dim = attn.qkv.in_features
+    if dim % attn.num_heads == 0 and attn.qkv.out_features == 3 * dim:
+        return None
+    return f"qkv {dim}->{attn.qkv.out_features} does not split into {attn.num_heads} heads"
+
+
 def _check_torchvision(attn: nn.Module, tv_swin: types.ModuleType) -> Optional[str]:
     if isinstance(attn, tv_swin.ShiftedWindowAttentionV2):
         return "Swin V2 attention (cosine attention, continuous position bias): not supported"
     window, shift = tuple(attn.window_size), tuple(attn.shift_size)
-    dim = attn.qkv.in_features
     return _first(
         lambda: _overridden(attn, tv_swin.ShiftedWindowAttention, "forward", "get_relative_position_bias"),
+        lambda: _instance_reason("torchvision", attn, attn),
+        lambda: _linear_reason(attn),
         lambda: None if len(window) == 2 and len(shift) == 2 else f"window {window} / shift {shift} not 2-D",
-        lambda: None if dim % attn.num_heads == 0 and attn.qkv.out_features == 3 * dim else
-        f"qkv {dim}->{attn.qkv.out_features} does not split into {attn.num_heads} heads",
+        lambda: _heads_reason(attn),
         lambda: _shift_reason(window, shift),
         lambda: _table_reason(attn, window),
         lambda: _index_reason(attn.relative_position_index, window),
@@ -312,6 +435,9 @@ def _check_official(block: nn.Module) -> Optional[str]:
     missing += [f"attn.{a}" for a in _OFFICIAL_ATTN_ATTRS if not hasattr(attn, a)]
     if missing:
         return f"not the official block layout (no {', '.join(missing)})"
+    instance = _instance_reason("official", block, attn)
+    if instance:
+        return instance
     ws, ss = block.window_size, block.shift_size
     if not (isinstance(ws, int) and isinstance(ss, int)):
         return f"window_size {ws!r} / shift_size {ss!r} are not ints as in the official block"
@@ -321,14 +447,14 @@ def _check_official(block: nn.Module) -> Optional[str]:
         return f"forward{inspect.signature(block.forward)} is not the official forward(x)"
     window, shift = (ws, ws), (ss, ss)
     H, W = block.input_resolution
-    dim = attn.qkv.in_features
     return _first(
+        lambda: _hook_reason("official", attn),
+        lambda: _linear_reason(attn),
         lambda: None if tuple(attn.window_size) == window else
         f"block window {ws} differs from its attention's window {tuple(attn.window_size)}",
         lambda: None if H % ws == 0 and W % ws == 0 else
         f"input_resolution {(H, W)} is not a multiple of the window {ws} (the official code cannot run it)",
-        lambda: None if dim % attn.num_heads == 0 and attn.qkv.out_features == 3 * dim else
-        f"qkv {dim}->{attn.qkv.out_features} does not split into {attn.num_heads} heads",
+        lambda: _heads_reason(attn),
         lambda: _shift_reason(window, shift),
         lambda: _table_reason(attn, window),
         lambda: _index_reason(attn.relative_position_index, window),
@@ -368,19 +494,31 @@ def _classify(module: nn.Module) -> Optional[Tuple[str, Callable[[], Optional[st
     return None
 
 
+def _install(module: nn.Module, patch: _Patch) -> None:
+    """Set the patch on ``module``. Partials of module-level functions, unlike bound methods, pickle and
+    deep-copy with the module (the copy's partial is bound to the copy)."""
+    setattr(module, _MARK, patch)
+    setattr(module, patch.attr, functools.partial(_PATCHED[patch.family][1], module))
+    setattr(module, _REPLICATE, functools.partial(_replicate_patched, module))
+
+
+def _replicate_patched(module: nn.Module) -> nn.Module:
+    """``Module._replicate_for_data_parallel`` of a patched module. A replica starts as a copy of the
+    module's ``__dict__``, whose partials are bound to the module itself: bind the replica's to the replica,
+    so it computes with the Parameters replicate() gives it."""
+    replica = type(module)._replicate_for_data_parallel(module)
+    _install(replica, dataclasses.replace(getattr(module, _MARK)))
+    return replica
+
+
 def _patch(module: nn.Module, family: str, backend: Optional[str]) -> None:
-    attr, replacement = _PATCHED[family]
-    setattr(module, _MARK, _Patch(attr, family, module.__dict__.get(attr), backend))
-    # A partial of a module-level function, unlike a bound method, pickles and deep-copies with the module.
-    setattr(module, attr, functools.partial(replacement, module))
+    _install(module, _Patch(_PATCHED[family][0], family, backend))
 
 
 def _unpatch(module: nn.Module) -> None:
     patch: _Patch = module.__dict__.pop(_MARK)
-    if patch.previous is None:
-        delattr(module, patch.attr)
-    else:
-        setattr(module, patch.attr, patch.previous)
+    for attr in (patch.attr, _REPLICATE):
+        module.__dict__.pop(attr, None)
 
 
 def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool = True,
@@ -403,8 +541,11 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
 
     Returns:
         An :class:`OptimizeReport`. Blocks that cannot be reproduced exactly (Swin V2, a non-standard
-        relative position index, overridden methods, ...) are left alone, named in the report and in one
-        ``UserWarning``.
+        relative position index, overridden methods, qkv / proj that are not ``nn.Linear``, hooks on a
+        module the fused path does not call, ...) are left alone, named in the report and in one
+        ``UserWarning``. Hooks registered later, and FX symbolic tracing, send the affected calls down the
+        library's own path; ``nn.DataParallel`` replicas of a patched model compute with their own
+        Parameters.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -432,7 +573,9 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
         families.add(family)
         if family == "swin_fused":
             report.already_fused.append(name)
-        elif not undo:
+        elif undo:
+            report.already_original.append(name)
+        else:
             reason = check()
             if reason is None:
                 _patch(module, family, backend)

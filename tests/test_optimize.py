@@ -8,11 +8,15 @@ and at sizes where stage maps are not multiples of the window or smaller than it
 a control test shows the comparison catches the two classic mistakes (pad order, padded-token qkv).
 timm's set_input_size() after optimize() gives non-square windows and shifts ((6, 8) / (3, 4), (4, 3) / (2, 1)).
 
-Also: state_dict untouched (same keys, same storage), same Parameters, idempotence, undo, the report and its
-warning, blocks the op cannot reproduce (altered relative index, Swin V2) left alone, dropout routed,
-backend pinning, and no graph break added for torch.compile.
+Also: state_dict untouched (same keys, same storage), same Parameters, idempotence, undo (twice), the report
+and its warning, blocks the op cannot reproduce (altered relative index, Swin V2, quantized projections)
+left alone, dropout routed, backend pinning, and no graph break added for torch.compile. What optimize()
+must leave to the library: hooks on modules the fused path skips (at optimize() and at call time, global
+hooks too), instance-level method overrides, FX symbolic tracing; nn.DataParallel replicas (built on the CPU
+the way torch.nn.parallel.replicate builds them) compute with their own Parameters; meta-device models.
 """
 import copy
+import functools
 import importlib
 import io
 import warnings
@@ -239,7 +243,7 @@ def test_idempotent_and_undo(monkeypatch):
     assert second.patched == [] and second.already_optimized == first.patched and not second.left_alone
     attn = fast.features[1][1].attn
     assert attn.forward.func is importlib.import_module("swin_fused.optimize")._torchvision_forward
-    assert attn._swin_fused_patch.previous is None, "second call wrapped the first patch"
+    assert attn.forward.args == (attn,), "second call wrapped the first patch"
     spy = OpSpy(monkeypatch)
     assert_close(fast(x), ref, "optimized twice")
     assert len(spy.calls) == NUM_BLOCKS
@@ -380,3 +384,241 @@ def test_patched_methods_add_no_graph_break(monkeypatch):
     torch._dynamo.reset()
     assert torch._dynamo.explain(blocks[0])(x).graph_break_count == 0
     assert_close(torch.compile(blocks[0], backend="eager")(x), blocks[0](x), "pinned backend under compile")
+
+
+# --------------------------------------------------------------------------------------------------------
+# What optimize() must leave to the library: hooks and instance overrides it would skip, replicas,
+# projections it cannot read, meta models, FX tracing, a second undo.
+
+BLOCKS = {  # family -> (tiny model, its image size, the shifted block of its first stage, that block's input)
+    "timm": (lambda: timm_model((100, 132)), (100, 132), lambda m: m.layers[0].blocks[1], (2, 25, 33, 32)),
+    "torchvision": (tv_model, (100, 132), lambda m: m.features[1][1], (2, 25, 33, 32)),
+    "official": (official_model, (112, 112), lambda m: m.layers[0].blocks[1], (2, 28 * 28, 32)),
+}
+
+
+def halved(module, attr, *args, **kwargs):
+    """An instance-level override (as accelerate's add_hook_to_module or a user's wrapper installs one):
+    the class method's result, halved. Module-level, so deepcopy binds the copy's override to the copy."""
+    return 0.5 * getattr(type(module), attr)(module, *args, **kwargs)
+
+
+def scale_output(module, inputs, output):
+    return 0.5 * output
+
+
+@pytest.mark.parametrize("family", ["timm", "official"])
+def test_hooks_on_skipped_modules_keep_the_library_path(monkeypatch, family):
+    """timm and official blocks compute attention without calling attn, attn.softmax or attn.attn_drop: a
+    block with hooks there is left alone at optimize(), and a hook added later sends calls down the
+    library's path; hooks fire and change the output exactly as on the library's model."""
+    build, size, shifted_block, _ = BLOCKS[family]
+    model = randomized(build())
+    names = [n for n, m in model.named_modules() if hasattr(m, "attn") and hasattr(m, "shift_size")]
+    for name in names:
+        model.get_submodule(name).attn.fused_attn = False  # timm: the path calling softmax (official: always)
+    fired = []
+    model.get_submodule(names[1]).attn.register_forward_hook(scale_output)
+    model.get_submodule(names[2]).attn.softmax.register_forward_pre_hook(lambda module, args: fired.append(1))
+    model.get_submodule(names[3]).attn.attn_drop.register_forward_hook(scale_output)
+    x = torch.randn(1, 3, *size)
+    ref = model(x)
+    assert len(fired) == 1
+    fast = copy.deepcopy(model)
+    with pytest.warns(UserWarning, match="left 3 of 6"):
+        report = swin_fused.optimize(fast, verbose=False)
+    assert report.left_alone == {names[1]: "hooks on attn, which the fused path does not call",
+                                 names[2]: "hooks on attn.softmax, which the fused path does not call",
+                                 names[3]: "hooks on attn.attn_drop, which the fused path does not call"}
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), ref, f"{family} with hooked blocks left alone")
+    assert len(spy.calls) == 3 and len(fired) == 2
+
+    # Registered after optimize(): that block (with a global hook, every block) runs the library's path.
+    plain = randomized(build())
+    fast, _ = optimized(plain)
+    handle = shifted_block(plain).attn.register_forward_hook(scale_output)
+    ref = plain(x)
+    spy.calls.clear()
+    hooked = shifted_block(fast).attn.register_forward_hook(scale_output)
+    assert_close(fast(x), ref, f"{family} hook added after optimize")
+    assert len(spy.calls) == NUM_BLOCKS - 1
+    hooked.remove()
+    handle.remove()
+    spy.calls.clear()
+    assert_close(fast(x), plain(x), f"{family} hook removed")
+    assert len(spy.calls) == NUM_BLOCKS
+    seen = []
+    with torch.nn.modules.module.register_module_forward_pre_hook(lambda m, i: seen.append(m)):
+        spy.calls.clear()
+        fast(x)
+    assert spy.calls == [] and sum(isinstance(m, torch.nn.Softmax) for m in seen) == NUM_BLOCKS
+
+    backward = randomized(build())  # backward hooks run from attn(...) too
+    shifted_block(backward).attn.register_full_backward_pre_hook(lambda module, grad_output: None)
+    with pytest.warns(UserWarning, match="hooks on attn,"):
+        assert len(swin_fused.optimize(backward, verbose=False).left_alone) == 1
+
+    if family == "timm":  # timm's SDPA path calls neither softmax nor attn_drop: hooks there change nothing
+        model = randomized(build())
+        for name in names:
+            model.get_submodule(name).attn.fused_attn = True
+        model.get_submodule(names[2]).attn.softmax.register_forward_hook(scale_output)
+        fast, report = optimized(model)
+        spy.calls.clear()
+        assert_close(fast(x), model(x), "timm fused_attn with a softmax hook")
+        assert len(report.patched) == NUM_BLOCKS and len(spy.calls) == NUM_BLOCKS
+
+
+def test_hooks_on_torchvision_attention_still_fire_on_the_fused_path(monkeypatch):
+    """torchvision's patched attn.forward runs inside attn(...), so attn's hooks run with the op."""
+    model = randomized(tv_model())
+    BLOCKS["torchvision"][2](model).attn.register_forward_hook(scale_output)
+    x = torch.randn(1, 3, 76, 60)
+    fast, report = optimized(model)
+    assert len(report.patched) == NUM_BLOCKS
+    spy = OpSpy(monkeypatch)
+    assert_close(fast(x), model(x), "torchvision with a hook on attn")
+    assert len(spy.calls) == NUM_BLOCKS
+
+
+INSTANCE_OVERRIDES = [("timm", "", "_attn"), ("timm", "attn", "forward"), ("torchvision", "attn", "forward"),
+                      ("official", "", "forward"), ("official", "attn", "forward")]
+
+
+@pytest.mark.parametrize("family, owner, attr", INSTANCE_OVERRIDES, ids=[f"{f}-{o or 'block'}.{a}"
+                                                                         for f, o, a in INSTANCE_OVERRIDES])
+def test_instance_level_overrides_are_kept(monkeypatch, family, owner, attr):
+    build, _, shifted_block, shape = BLOCKS[family]
+    block = shifted_block(randomized(build()))
+    x = torch.randn(*shape)
+    fast, plain = copy.deepcopy(block), copy.deepcopy(block)
+    for b in (block, fast):
+        target = b.get_submodule(owner)
+        setattr(target, attr, functools.partial(halved, target, attr))
+    ref = block(x)
+    with pytest.warns(UserWarning, match="instance-level"):
+        report = swin_fused.optimize(fast, verbose=False)
+    name = f"{owner}.{attr}" if owner and family != "torchvision" else attr
+    assert report.patched == [] and list(report.left_alone.values()) == [f"instance-level {name} override"]
+    assert_close(fast(x), ref, f"{family} {owner}.{attr} override")
+
+    if owner == "attn" and family != "torchvision":  # set after optimize(): the library's path runs
+        fast, _ = optimized(plain)
+        fast.attn.forward = functools.partial(halved, fast.attn, "forward")
+        spy = OpSpy(monkeypatch)
+        assert_close(fast(x), ref, f"{family} attn.forward override set after optimize")
+        assert spy.calls == []
+
+
+def replicate(module, scale):
+    """What torch.nn.parallel.replicate does for one device, on the CPU: the module's own
+    _replicate_for_data_parallel(), children replicated the same way, and the Parameters' broadcast copies
+    (here: other values, scale * p) set as plain attributes of the replica."""
+    replica = module._replicate_for_data_parallel()
+    for key, child in module._modules.items():
+        replica._modules[key] = None if child is None else replicate(child, scale)
+    for key, param in module._parameters.items():
+        setattr(replica, key, None if param is None else scale * param)
+    return replica
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision", "official"])
+def test_data_parallel_replicas_compute_with_their_own_parameters(monkeypatch, family):
+    build, _, shifted_block, shape = BLOCKS[family]
+    block = shifted_block(randomized(build()))
+    x = torch.randn(*shape)
+    fast = copy.deepcopy(block)
+    swin_fused.optimize(fast, verbose=False)
+    replica = replicate(fast, 1.5)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.mul_(1.5)  # the library's block with the replica's Parameters
+    spy = OpSpy(monkeypatch)
+    assert_close(replica(x), block(x), f"{family} replica")
+    assert len(spy.calls) == 1
+    patched = replica if family != "torchvision" else replica.attn
+    assert {p.args[0] for p in (getattr(patched, "_attn" if family == "timm" else "forward"),
+                                patched._replicate_for_data_parallel)} == {patched}
+    with torch.no_grad():
+        for p in block.parameters():
+            p.div_(1.5)
+    assert_close(fast(x), block(x), f"{family} original after replication")
+    swin_fused.optimize(fast, undo=True, verbose=False)
+    assert not [m for m in fast.modules() if "_replicate_for_data_parallel" in m.__dict__]
+
+
+@pytest.mark.skipif(not set(torch.backends.quantized.supported_engines) - {"none"}, reason="no quantized engine")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:torch.quantize_per_tensor")
+@pytest.mark.parametrize("family", ["timm", "torchvision", "official"])
+def test_quantized_projections_left_alone(family):
+    """qkv / proj that are not nn.Linear (dynamic int8 quantization) have no weight / bias tensors to read:
+    the library's own path runs (torchvision's reads qkv.weight as a tensor too, and fails as it does)."""
+    build, size, _, _ = BLOCKS[family]
+    quantized = torch.ao.quantization.quantize_dynamic(randomized(build()), {torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(1, 3, *size)
+    ref = quantized(x) if family != "torchvision" else None
+    with pytest.warns(UserWarning, match="left 6 of 6"):
+        report = swin_fused.optimize(quantized, verbose=False)
+    assert report.patched == [] and all(r.startswith("attn.qkv is torch.ao.nn.quantized")
+                                        and "not an nn.Linear" in r for r in report.left_alone.values())
+    if family == "torchvision":
+        with pytest.raises(TypeError, match="must be Tensor, not method"):
+            quantized(x)
+    else:
+        assert torch.equal(quantized(x), ref)
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])  # the official code cannot build on meta (.item())
+def test_meta_device_model_optimized_then_loaded(monkeypatch, family):
+    """Built on the meta device (no values to check), optimized, materialized and loaded: same outputs.
+    timm's non-persistent index and mask stay uninitialized (to_empty): the patched path never reads them."""
+    build, size, _, _ = BLOCKS[family]
+    ref = randomized(build())
+    with torch.device("meta"):
+        model = build()
+    fast, report = optimized(model)
+    assert len(report.patched) == NUM_BLOCKS
+    fast.to_empty(device="cpu")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, *size)
+    spy = OpSpy(monkeypatch)
+    assert_close(fast.eval()(x), ref(x), f"{family} built on meta")
+    assert len(spy.calls) == NUM_BLOCKS
+
+
+def test_fx_tracing_runs_the_library_code(monkeypatch):
+    """FX symbolic tracing (torchvision's feature extractor, timm's too) traces the library's code; eager
+    calls of the same model still run the op."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    x = torch.randn(1, 3, 76, 60)
+    model = randomized(tv_model())
+    fast, _ = optimized(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's note on train / eval node names
+        features = create_feature_extractor(fast, return_nodes=["features.3"])
+        expected = create_feature_extractor(model, return_nodes=["features.3"])(x)["features.3"]
+    spy = OpSpy(monkeypatch)
+    assert torch.equal(features(x)["features.3"], expected) and spy.calls == []
+    fast(x)
+    assert len(spy.calls) == NUM_BLOCKS
+
+    _, _, shifted_block, shape = BLOCKS["timm"]
+    block = shifted_block(randomized(timm_model((100, 132))))
+    x = torch.randn(*shape)
+    fast, _ = optimized(block)
+    traced = torch.fx.symbolic_trace(fast)
+    spy.calls.clear()
+    assert torch.equal(traced(x), block(x)) and spy.calls == []
+
+
+def test_undo_twice_reports_blocks_already_original():
+    fast, first = optimized(randomized(timm_model()))
+    assert swin_fused.optimize(fast, undo=True, verbose=False).restored == first.patched
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = swin_fused.optimize(fast, undo=True, verbose=False)
+    assert again.restored == [] and again.already_original == first.patched and again.num_blocks == NUM_BLOCKS
+    assert "timm model, 6 Swin blocks" in str(again) and "already on their original path" in str(again)
+    assert "no Swin blocks" not in str(again)
