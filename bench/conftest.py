@@ -5,7 +5,7 @@ Scope follows the device (decided once, in bench_settings.py):
 - CUDA: the op and the block at batch 128 in bf16 (the issue's setting), at every Swin-T/S, Swin-B and
   Swin-B-384 stage shape; whole models at realistic batches, eager and ``torch.compile``.
 - CPU: the PyTorch paths only, at small sizes (batch 1-2, the two smallest stage shapes, Swin-T), so the
-  suite finishes in a few minutes on 2 cores; CUDA-only cases are skipped with the reason.
+  suite finishes in about a minute on 2 cores; CUDA-only cases are skipped with the reason.
 
 Benchmarks never run Triton's interpreter: ``TRITON_INTERPRET`` is set to 0 here when unset (the test
 suite's conftest would turn it on without a GPU), and fused cases skip when it is set anyway.

@@ -32,7 +32,7 @@ CASES = (
     ("7x7 fp16 one-tile", 2, 30, 30, 3, 32, 7, torch.float16, _HEURISTIC),
     ("7x7 fp32 tiled", 2, 30, 30, 3, 32, 7, torch.float32, _HEURISTIC),
     ("12x12 bf16 tiled", 1, 26, 26, 2, 32, 12, torch.bfloat16, _HEURISTIC),
-    ("12x12 bf16 tiled, dq in pass A", 1, 26, 26, 2, 32, 12, torch.bfloat16, lambda tokens, dtype: _DQ_IN_PASS_A),
+    ("12x12 bf16 tiled, dq in pass A", 1, 26, 26, 2, 32, 12, torch.bfloat16, lambda *shape: _DQ_IN_PASS_A),
 )
 WINDOWS_PER_PROGRAM = 3
 

@@ -4,6 +4,7 @@ Everything here is plain Python run at launch time; nothing touches CUDA at impo
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import NamedTuple, Optional, Tuple
 
@@ -87,6 +88,40 @@ def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
     if rows is None or (ch > 1 and rows.stride(1) != 1):
         rows = x.contiguous().view(-1, ch)
     return rows, rows.stride(0)
+
+
+def launch_device(x: torch.Tensor):
+    """A context making ``x``'s CUDA device the current one for a launch: Triton launches on the current device
+    (and its current stream) whatever device the arguments live on. A no-op when it already is, and on the
+    CPU (the interpreter)."""
+    if x.device.type != "cuda" or x.device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(x.device)
+
+
+def check_output(name: str, out: torch.Tensor, rows: torch.Tensor, row_stride: int, shape: tuple,
+                 like: torch.Tensor) -> None:
+    """A caller's output buffer: ``shape`` in ``like``'s dtype and device, rows that flatten without a copy
+    (``as_rows`` gave a view), do not overlap each other (every program writes its own rows) and do not
+    overlap ``like`` (the kernel reads it while writing)."""
+    if (tuple(out.shape) != tuple(shape) or out.dtype != like.dtype or out.device != like.device
+            or rows.data_ptr() != out.data_ptr() or row_stride < shape[-1] or _overlap(out, like)):
+        raise ValueError(f"{name} must be a {tuple(shape)} {like.dtype} tensor on {like.device} whose rows flatten "
+                         f"and neither overlap each other nor share memory with the input, got {tuple(out.shape)} "
+                         f"{out.dtype} on {out.device} with strides {out.stride()}")
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the byte ranges ``a`` and ``b`` span intersect (conservative: strided gaps count as covered)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+
+    def span(t):
+        extent = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) + 1
+        return t.data_ptr(), t.data_ptr() + extent * t.element_size()
+
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
 
 
 def head_major(table: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,13 @@ sums those over programs in a fixed order. An ``[N, N]`` partial per program wou
 ~225% (12x12) to the backward's minimum traffic when programs cover few windows. Padding tokens' dk, dv
 (which belong to the qkv bias) are reduced the same way. Repeated runs are bit-identical.
 
-fp16/bf16 windows of up to 64 tokens (7x7, 8x8) are one register tile: one pass computes dq, dk, dv (keys
-on rows, so only dq's operand is transposed) and keeps the dS sum in registers, folded with an in-register
-gather. Larger windows (12x12, 16x16), and fp32 windows of more than 32 tokens, loop over tiles (see
-``bwd_launch_config``): a prologue writes delta = rowsum(dO * O) for the window's tokens, pass A accumulates
-dk, dv per key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), and
-dq either in pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second program-private scratch) or in a
-pass B that recomputes dS per query tile; the autotuner picks.
+fp16/bf16 windows of up to 64 tokens (7x7, 8x8) with heads of up to 32 lanes are one register tile: one pass
+computes dq, dk, dv (keys on rows, so only dq's operand is transposed) and keeps the dS sum in registers,
+folded with an in-register gather. Larger windows (12x12, 16x16), wider heads and fp32 windows of more than 32
+tokens loop over tiles (see ``bwd_launch_config``): a prologue writes delta = rowsum(dO * O) for the window's
+tokens, pass A accumulates dk, dv per key tile (updating the dS sum in a program-private scratch, read back
+from L2 for the fold), and dq either in pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second
+program-private scratch) or in a pass B that recomputes dS per query tile; the autotuner picks.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import triton
 import triton.language as tl
 
 from .indexing import in_window_coords, relative_key, token_tile
-from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, head_major,
-                     next_power_of_2)
+from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
+                     head_major, launch_device, next_power_of_2)
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -186,7 +186,7 @@ def _window_attention_bwd_kernel(
             k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
             do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
             delta = _delta(OUT + head * HEAD_DIM, do, tok, out_row_stride, d, HEAD_DIM, real, valid)
-            lse = tl.load(LSE + (window * n_heads + head).to(tl.int64) * N + offs, mask=valid, other=0.0)
+            lse = tl.load(LSE + (window * n_heads.to(tl.int64) + head) * N + offs, mask=valid, other=0.0)
 
             # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
             pt, dst = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region, region, valid, HAS_SHIFT,
@@ -210,7 +210,7 @@ def _window_attention_bwd_kernel(
         for window in range(w_start, w_end):
             b = window // n_win
             win = window % n_win
-            lse_row = (window * n_heads + head).to(tl.int64) * N
+            lse_row = (window * n_heads.to(tl.int64) + head) * N
             # delta = rowsum(dO * O) of the window's tokens, once, into DELTA (each token is in one window, so
             # no other program writes these elements); passes A and B read it back from cache.
             for m_tile in range(TILES):
@@ -292,16 +292,22 @@ def _window_attention_bwd_kernel(
         tl.store(dpad_ptr + n_heads * BLOCK_D + d, dpad_v)
 
 
-def bwd_launch_config(tokens: int, dtype: torch.dtype) -> triton.Config:
-    """The launch (``BLOCK``, ``DQ_IN_PASS_A``, warps, stages) for a window of ``tokens`` tokens in ``dtype``.
+def bwd_launch_config(tokens: int, dtype: torch.dtype, block_d: int = 32) -> triton.Config:
+    """The launch (``BLOCK``, ``DQ_IN_PASS_A``, warps, stages) for a window of ``tokens`` tokens in ``dtype``
+    whose heads are ``block_d`` lanes wide (head_dim rounded up to a power of two, >= 16).
 
-    From compiled-register evidence (tests/aot_compile.py, ptxas -v, sm_90, Triton 3.6 and 3.8):
-    fp16/bf16 windows of up to 64 tokens are one register tile, with 8 warps (4 spill 230-400 bytes per
-    thread) and 2 stages (3 spill more); larger windows loop over 64-token tiles. fp32 dots run on the FMA
-    units, and a 64-token fp32 tile spills 70-850 bytes whichever way it is launched, so fp32 windows of more
-    than 32 tokens loop over 32-token tiles (no spills at 8 warps).
+    From compiled-register evidence (tests/aot_compile.py, ptxas -v, sm_90/sm_89, Triton 3.6 and 3.8):
+    fp16/bf16 windows of up to 64 tokens with heads of up to 32 lanes (every Swin config) are one register
+    tile, with 8 warps (4 spill 230-400 bytes per thread) and 2 stages (3 spill more); larger windows loop
+    over 64-token tiles. Wider heads make a 64-token tile spill (592 B at 64 lanes) and overflow the 99 KB of
+    shared memory of sm_86/sm_89 GPUs (148 KB at 128 lanes), so they loop over 32-token tiles (no spills, 53
+    KB). fp32 dots run on the FMA units, and a 64-token fp32 tile spills 70-850 bytes whichever way it is
+    launched, so fp32 windows of more than 32 tokens loop over 32-token tiles (no spills at 8 warps), or
+    16-token tiles for 128-lane heads (32-token ones need 100 KB of shared memory).
     """
     if dtype == torch.float32 and tokens > 32:
+        block, warps = (32, 8) if block_d <= 64 else (16, 4)
+    elif block_d > 32 and tokens > 32:
         block, warps = 32, 8
     else:
         block = max(16, next_power_of_2(tokens)) if tokens <= 64 else 64
@@ -379,19 +385,24 @@ def window_attention_bwd(
         raise ValueError(f"lse must be the forward's float32 [B * nW, heads, N] = {(g.B * g.n_win, num_heads, N)} "
                          f"log-sum-exp (window_attention_fwd(..., return_lse=True)), got {tuple(lse.shape)} "
                          f"{lse.dtype}")
+    for name, t in (("out", out), ("dout", dout), ("lse", lse)):
+        if t.device != qkv.device:
+            raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
+    lse = lse.contiguous()  # the kernel indexes it as the forward wrote it
     qkv_rows, qkv_stride = as_rows(qkv)
     out_rows, out_stride = as_rows(out)
     dout_rows, dout_stride = as_rows(dout.to(qkv.dtype))  # tl.dot needs dO in the operands' dtype
     if dqkv is None:
         dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
     dqkv_rows, dqkv_stride = as_rows(dqkv)
-    if dqkv.shape != qkv.shape or dqkv.dtype != qkv.dtype or dqkv_rows.data_ptr() != dqkv.data_ptr():
-        raise ValueError(f"dqkv must be a {tuple(qkv.shape)} {qkv.dtype} tensor whose rows flatten, got "
-                         f"{tuple(dqkv.shape)} {dqkv.dtype} strides {dqkv.stride()}")
+    check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    config = bwd_launch_config(N, qkv.dtype)
+    block_d = max(16, next_power_of_2(g.head_dim))
+    config = bwd_launch_config(N, qkv.dtype, block_d)
     block = config.kwargs["BLOCK"]
-    tune = autotuning() and qkv.dtype != torch.float32 and N > 64  # candidates: _BWD_TILED_CONFIGS, all tiled
+    # Candidates: _BWD_TILED_CONFIGS, all tiled. On a GPU with less shared memory (sm_86/89: 99 KB) the
+    # autotuner skips those that do not fit (OutOfResources times as inf).
+    tune = autotuning() and qkv.dtype != torch.float32 and N > 64
     # The tiled path's delta = rowsum(dO * O) per token and head, [B*H*W, heads], written by the kernel itself
     # (each program for its windows) and read back by its passes; one-tile windows keep delta in registers.
     delta = (torch.empty((dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
@@ -399,7 +410,6 @@ def window_attention_bwd(
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
-    block_d = max(16, next_power_of_2(g.head_dim))
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
@@ -414,11 +424,12 @@ def window_attention_bwd(
             dtable_partial, dpad_partial, qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0),
             table.stride(1), *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
-    if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
-        _window_attention_bwd_autotuned[(n_programs, num_heads)](*args, **constexprs)
-    else:
-        _window_attention_bwd_kernel[(n_programs, num_heads)](*args, **config.kwargs, num_warps=config.num_warps,
-                                                              num_stages=config.num_stages, **constexprs)
+    with launch_device(qkv):
+        if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
+            _window_attention_bwd_autotuned[(n_programs, num_heads)](*args, **constexprs)
+        else:
+            _window_attention_bwd_kernel[(n_programs, num_heads)](
+                *args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
     # Fixed-order reduction over programs (no atomics).
     dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
     dpad = None

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     head_major, next_power_of_2)
+                     check_output, head_major, launch_device, next_power_of_2)
 from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
@@ -121,7 +121,7 @@ def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, t
 
     store_head(OUT + head * HEAD_DIM, tok_m, out_row_stride, d, HEAD_DIM, real_m, acc / l_i[:, None])
     if STORE_LSE:
-        tl.store(LSE + (window * n_heads + head).to(tl.int64) * N + offs_m, m_i + tl.log2(l_i), mask=valid_m)
+        tl.store(LSE + (window * n_heads.to(tl.int64) + head) * N + offs_m, m_i + tl.log2(l_i), mask=valid_m)
 
 
 @triton.jit
@@ -205,9 +205,7 @@ def window_attention_fwd(
     if out is None:
         out = torch.empty((g.B, g.H, g.W, g.C), device=qkv.device, dtype=qkv.dtype)
     out_rows, out_stride = as_rows(out)
-    if out.shape != (g.B, g.H, g.W, g.C) or out.dtype != qkv.dtype or out_rows.data_ptr() != out.data_ptr():
-        raise ValueError(f"out must be a [B, H, W, C] = {(g.B, g.H, g.W, g.C)} {qkv.dtype} tensor whose rows "
-                         f"flatten, got {tuple(out.shape)} {out.dtype} strides {out.stride()}")
+    check_output("out", out, out_rows, out_stride, (g.B, g.H, g.W, g.C), qkv)
     lse = (torch.empty((g.B * g.n_win, num_heads, g.tokens), device=qkv.device, dtype=torch.float32)
            if return_lse else out_rows)
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
@@ -218,15 +216,16 @@ def window_attention_fwd(
     args = (qkv_rows, pad, table, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
             *g.geometry_args(), g.C, scale * LOG2E, windows)
     constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad))
-    if _autotuning():
-        def grid(meta):
-            return (triton.cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * triton.cdiv(g.tokens, meta["BLOCK_M"]),
-                    num_heads)
+    with launch_device(qkv):
+        if _autotuning():
+            def grid(meta):
+                return (triton.cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * triton.cdiv(g.tokens, meta["BLOCK_M"]),
+                        num_heads)
 
-        _window_attention_fwd_autotuned[grid](*args, **constexprs)
-    else:
-        config = _heuristic_config(*g.window, qkv.dtype)
-        grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # one window per program
-        _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
-                                           num_stages=config.num_stages)
+            _window_attention_fwd_autotuned[grid](*args, **constexprs)
+        else:
+            config = _heuristic_config(*g.window, qkv.dtype)
+            grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
+            _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
+                                               num_stages=config.num_stages)
     return out, (lse if return_lse else None)

@@ -4,8 +4,9 @@ The interpreter proves the kernels compute the right thing but accepts code the 
 that are not constexpr, dot shapes, dtype mismatches) and knows nothing of registers or shared memory. This
 script runs Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin with the ptxas shipped in the
 Triton wheel) for Hopper (sm_90, the H100) and Ampere (sm_80), for the autotune configs of the forward and
-both backward paths, in every dtype, checks each variant's shared memory against the target's limit and
-reports ptxas's register and spill counts.
+both backward paths, in every dtype, plus the non-autotuned launches at 64- and 128-lane heads for sm_89
+(Ada; sm_86 has the same 99 KB of shared memory), checks each variant's shared memory against the target's
+limit and reports ptxas's register and spill counts.
 
 Run as a script (it must own its process: kernels compile only with TRITON_INTERPRET=0):
 
@@ -37,8 +38,9 @@ from swin_fused.kernels import window_attention_fwd as fwd  # noqa: E402
 from swin_fused.kernels.launch import WindowGrid  # noqa: E402
 
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-#: Shared memory a block may use (opt-in maximum), bytes.
-SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024}
+#: Shared memory a block may use (opt-in maximum), bytes: H100, A100, and the 99 KB of sm_86/sm_89 GPUs
+#: (RTX 30xx/40xx, A10, L4, L40), which the heuristic (non-autotuned) launches must fit too.
+SHARED_LIMIT = {90: 227 * 1024, 80: 163 * 1024, 89: 99 * 1024}
 TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 FLOAT_SCALARS = {"qk_scale", "sm_scale"}
 #: Integer arguments a launch typically specializes as divisible by 16 (row strides 3C and C, C itself, for
@@ -114,7 +116,7 @@ def backward_variants(quick):
     for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
         g = grid(window)
         for dtype in dtypes:
-            launches = [bwd.bwd_launch_config(window[0] * window[1], dtype)]
+            launches = [bwd.bwd_launch_config(window[0] * window[1], dtype, 32)]
             if dtype != torch.float32 and window[0] * window[1] > 64 and not quick:  # the autotuner's candidates
                 launches = bwd._BWD_TILED_CONFIGS
             ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
@@ -129,15 +131,41 @@ def backward_variants(quick):
                        c.num_warps, c.num_stages)
 
 
+def wide_head_variants():
+    """The launches made without autotuning (the interpreter, SWIN_FUSED_AUTOTUNE=0, deterministic mode) at
+    64- and 128-lane heads, where shared memory is largest: checked against sm_89's 99 KB. (fp32 forwards at
+    these widths spill kilobytes per thread: correct, but slow; Swin's heads are 32 wide.)"""
+    for window in ((7, 7), (4, 4), (12, 12)):
+        for head_dim in (64, 128):
+            g = grid(window, head_dim=head_dim)
+            for dtype in (torch.float16, torch.float32):
+                c = fwd._heuristic_config(*window, dtype)
+                yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} heuristic",
+                       fwd._window_attention_fwd_kernel,
+                       dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),
+                       dict(g.constexprs(dtype, True), STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
+                c = bwd.bwd_launch_config(window[0] * window[1], dtype, g.constexprs(dtype, True)["BLOCK_D"])
+                ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
+                            LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DQ_SCRATCH="fp32",
+                            DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+                yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} BLOCK{c.kwargs['BLOCK']} "
+                       f"warps{c.num_warps}", bwd._window_attention_bwd_kernel, ptrs,
+                       dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
+                       c.num_warps, c.num_stages)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one config and dtype per path (smoke test)")
-    parser.add_argument("--arch", type=int, nargs="+", default=[90, 80], choices=sorted(SHARED_LIMIT))
+    parser.add_argument("--arch", type=int, nargs="+", default=[90, 80, 89], choices=sorted(SHARED_LIMIT))
     args = parser.parse_args(argv)
     variants = list(forward_variants(args.quick)) + list(backward_variants(args.quick))
+    wide = [] if args.quick else list(wide_head_variants())
+    smallest = min(args.arch, key=SHARED_LIMIT.get)  # the wide heads on the target with the least shared memory
     failures = 0
-    for arch in args.arch:
-        for name, kernel, ptrs, consts, warps, stages in variants if arch == args.arch[0] else variants[:2]:
+    for arch in args.arch:  # every variant for the first target, a smoke test for the others
+        todo = (variants if arch == args.arch[0] else variants[:2]) + (wide if arch == smallest else [])
+        for name, kernel, ptrs, consts, warps, stages in todo:
             start = time.perf_counter()
             try:
                 compiled = compile_variant(kernel, ptrs, consts, arch, warps, stages)
@@ -151,7 +179,7 @@ def main(argv=None) -> int:
             print(f"{'ok  ' if ok else 'FAIL'} sm_{arch} {name}: shared {meta.shared} B "
                   f"(limit {SHARED_LIMIT[arch]}), {register_report(compiled.asm['ptx'], arch)}, "
                   f"{time.perf_counter() - start:.1f}s", flush=True)
-    print(f"{len(variants)} variants, {failures} failures")
+    print(f"{len(variants) + len(wide)} variants, {failures} failures")
     return 1 if failures else 0
 
 

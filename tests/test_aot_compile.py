@@ -1,4 +1,4 @@
-"""Every kernel variant compiles for real NVIDIA targets (sm_90 H100, sm_80 A100), without a GPU.
+"""Every kernel variant compiles for real NVIDIA targets (sm_90 H100, sm_80 A100, sm_89), without a GPU.
 
 The interpreter does not compile anything; this runs Triton's full pipeline down to cubin with the ptxas in
 the Triton wheel (tests/aot_compile.py, in its own process because kernels compile only with
@@ -29,3 +29,4 @@ def test_every_kernel_variant_compiles_for_sm90_and_sm80(tmp_path):
     report = done.stdout + done.stderr
     assert done.returncode == 0, report[-4000:]
     assert " 0 failures" in report and "sm_90 bwd w16x16 bf16" in report, report[-2000:]
+    assert "sm_89 bwd w7x7 fp16 d128" in report, report[-2000:]  # wide heads fit 99 KB of shared memory

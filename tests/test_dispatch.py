@@ -155,3 +155,22 @@ def test_fake_implementations_match_the_real_outputs_for_strided_inputs():
     dout = torch.randn(out.shape, generator=g).to(DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
     torch.library.opcheck(torch.ops.swin_fused.window_attention_backward.default,
                           (dout, qkv, out, lse, table, pad, *geometry), test_utils=tests)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_tensors_on_another_gpu_launch_there():
+    """Triton launches on the current device whatever the arguments' device: the launchers make the tensors'
+    device current, so a model on cuda:1 runs (forward and backward) without torch.cuda.set_device(1)."""
+    assert torch.cuda.current_device() == 0
+    expected = [t.grad for t in _leaves_after_backward("cuda:0")]
+    got = [t.grad for t in _leaves_after_backward("cuda:1")]
+    assert torch.cuda.current_device() == 0
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=0, atol=0)
+
+
+def _leaves_after_backward(device):
+    leaves = [t.detach().to(device).requires_grad_() for t in inputs()]
+    run(*leaves).square().sum().backward()
+    return leaves

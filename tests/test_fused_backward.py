@@ -67,7 +67,7 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
     monkeypatch.setattr(bwd_module, "autotuning", lambda: False)  # launch exactly the config under test
     monkeypatch.setattr(bwd_module, "_windows_per_program", lambda n_windows, num_heads: 4)
     for config in bwd_module._BWD_TILED_CONFIGS:
-        monkeypatch.setattr(bwd_module, "bwd_launch_config", lambda tokens, dtype, config=config: config)
+        monkeypatch.setattr(bwd_module, "bwd_launch_config", lambda *shape, config=config: config)
         dqkv = torch.full_like(x, float("nan"))
         dqkv, dtable, dpad = window_attention_bwd(dout, x, out, lse, t, *args, p, kw["shift_before_pad"],
                                                   kw["table_window"], dqkv=dqkv)

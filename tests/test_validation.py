@@ -187,7 +187,7 @@ def test_launcher_buffers_are_validated():
     a = valid_args()
     qkv, table, pad = a["qkv"], a["table"], a["pad_qkv"]
     args = (HEADS, (2, 2), (1, 1), None, pad, False, None)
-    with pytest.raises(ValueError, match=r"out must be a \[B, H, W, C\] = \(1, 5, 6, 32\) torch.float32 tensor .*"
+    with pytest.raises(ValueError, match=r"out must be a \(1, 5, 6, 32\) torch.float32 tensor .*"
                                          r"got \(1, 5, 6, 31\)"):
         window_attention_fwd(qkv, table, *args, out=torch.empty(1, 5, 6, 31, device=DEVICE))
     with pytest.raises(ValueError, match=r"out must be .* torch.float32 tensor .*got \(1, 5, 6, 32\) torch.float16"):
@@ -204,6 +204,19 @@ def test_launcher_buffers_are_validated():
         window_attention_bwd(dout[:, :, :5], qkv, out, lse, table, *args)
     with pytest.raises(ValueError, match=r"dqkv must be a \(1, 5, 6, 96\) torch.float32 tensor .*got \(1, 5, 6, 95\)"):
         window_attention_bwd(dout, qkv, out, lse, table, *args, dqkv=torch.empty(1, 5, 6, 95, device=DEVICE))
+    # Buffers whose rows overlap (every program would write the same row) or that alias the input.
+    overlapping = {"out": torch.empty(32, device=DEVICE).expand(1, 5, 6, 32), "in qkv": qkv[..., :32]}
+    for name, buffer in overlapping.items():
+        with pytest.raises(ValueError, match=r"out must be .*neither overlap each other nor share memory with the "
+                                             r"input"):
+            window_attention_fwd(qkv, table, *args, out=buffer)
+    with pytest.raises(ValueError, match=r"dqkv must be .*neither overlap"):
+        window_attention_bwd(dout, qkv, out, lse, table, *args, dqkv=qkv)
+    # An lse with the forward's values in other strides: read as the forward wrote it, not misindexed.
+    reference = window_attention_bwd(dout, qkv, out, lse, table, *args)
+    strided_lse = lse.transpose(0, 2).contiguous().transpose(0, 2)
+    for got, want in zip(window_attention_bwd(dout, qkv, out, strided_lse, table, *args), reference):
+        assert torch.equal(got, want)
     with pytest.raises(ValueError, match=r"shift_size must satisfy .*got shift \(3, 1\)"):
         window_attention_bwd(dout, qkv, out, lse, table, HEADS, (2, 2), (3, 1), None, pad)
 
