@@ -30,3 +30,15 @@ JSONL = os.environ.get("SWIN_FUSED_BENCH_JSONL", "")
 def selected(name: str, variable: str, default: str = "all") -> bool:
     """Whether ``name`` passes the filter in ``$variable`` (``name_matches``: "all", "none" or substrings)."""
     return name_matches(name, os.environ.get(variable) or default)
+
+
+def in_filter_order(names, variable: str):
+    """``names`` that pass the filter in ``$variable``, in the order its comma-separated parts name them (the
+    order given, for a time-budgeted run that must reach the first ones), then the rest in their own order."""
+    spec = os.environ.get(variable) or "all"
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+
+    def rank(name):
+        return next((i for i, part in enumerate(parts) if part in name), len(parts))
+
+    return sorted((n for n in names if name_matches(n, spec)), key=rank)

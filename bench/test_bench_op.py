@@ -7,14 +7,15 @@ Baselines come from :mod:`swin_fused.baselines`, which imports the same referenc
 import pytest
 import torch
 
-from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, selected
+from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, in_filter_order, selected
 from swin_fused.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
 from swin_fused.benchmarking import autotuned_call
 from swin_fused.costs import benchmark_shapes, stage_shapes, window_attention_cost
 
 # CPU: the two smallest Swin-T stages (14x14 both shifts, 7x7); CUDA: every T/S, B and B-384 stage shape.
 _ALL = benchmark_shapes() if ON_CUDA else [s for s in stage_shapes("swin_tiny_patch4_window7_224", "T/S") if s.H <= 14]
-SHAPES = [s for s in _ALL if selected(s.name, "SWIN_FUSED_BENCH_SHAPES")]
+_BY_NAME = {s.name: s for s in _ALL}
+SHAPES = [_BY_NAME[name] for name in in_filter_order(list(_BY_NAME), "SWIN_FUSED_BENCH_SHAPES")]
 
 
 def _shape_id(shape):

@@ -71,3 +71,19 @@ def test_cuda_only_scripts_explain_themselves_without_cuda(script):
                           text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "needs a CUDA GPU" in done.stdout
+
+
+def test_op_shapes_run_in_the_order_the_filter_names_them(monkeypatch):
+    """The op suite stops at its time budget, so the report lists the shape it most needs (12x12) first and
+    the suite must run the shapes in that order, not the configs' order."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from bench_settings import in_filter_order
+
+    names = ["T/S s1 56x56", "T/S s2 28x28", "B384 s1 96x96", "B s1 56x56"]
+    monkeypatch.setenv("SWIN_FUSED_BENCH_SHAPES", "B384 s1,T/S s1,B s1")
+    assert in_filter_order(names, "SWIN_FUSED_BENCH_SHAPES") == ["B384 s1 96x96", "T/S s1 56x56", "B s1 56x56"]
+    monkeypatch.setenv("SWIN_FUSED_BENCH_SHAPES", "all")
+    assert in_filter_order(names, "SWIN_FUSED_BENCH_SHAPES") == names
+    # What the report asks for by default: the 12x12 stage first.
+    default = re.search(r'SWIN_FUSED_BENCH_SHAPES="\$\{REPORT_OP_SHAPES:-([^}]*)\}"', SCRIPT.read_text()).group(1)
+    assert default.replace("\\\n", "").startswith("B384 s1 96x96 C128 h4 w12 shift6,")
