@@ -64,9 +64,15 @@ def _window_configs(configs, wh: int, ww: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _heuristic_config(wh: int, ww: int, dtype: torch.dtype) -> triton.Config:
+def _heuristic_config(wh: int, ww: int, dtype: torch.dtype, block_d: int = 32) -> triton.Config:
     """The config launched without autotuning: the window's first candidate, but 8 warps for fp32 (whose
-    IEEE dots run on the FMA units: the 4-warp 7x7 fp32 program spills 88 B on sm_90 with Triton 3.6)."""
+    IEEE dots run on the FMA units: the 4-warp 7x7 fp32 program spills 88 B on sm_90 with Triton 3.6), and
+    16-row tiles for fp32 heads wider than 32 lanes (sm_90, Triton 3.6: the 64-row tile spills 124 B at 7x7 and
+    64 lanes, 15 KB at 128 lanes, 18 KB at 12x12 and 64 lanes; 16-row tiles 0 B, 660 B and 920 B)."""
+    if dtype == torch.float32 and block_d > 32:
+        n = max(16, next_power_of_2(wh * ww))
+        return triton.Config({"BLOCK_M": 16, "BLOCK_N": min(n, 64), "WINDOWS_PER_PROGRAM": 1}, num_warps=4,
+                             num_stages=2)
     candidates = _window_configs(_FWD_CONFIGS, wh, ww)
     if dtype == torch.float32:
         wide = [c for c in candidates if c.num_warps == 8 and c.kwargs["WINDOWS_PER_PROGRAM"] == 1]
@@ -224,7 +230,7 @@ def window_attention_fwd(
 
             _window_attention_fwd_autotuned[grid](*args, **constexprs)
         else:
-            config = _heuristic_config(*g.window, qkv.dtype)
+            config = _heuristic_config(*g.window, qkv.dtype, max(16, next_power_of_2(g.head_dim)))
             grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
             _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
                                                num_stages=config.num_stages)

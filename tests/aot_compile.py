@@ -139,7 +139,7 @@ def wide_head_variants():
         for head_dim in (64, 128):
             g = grid(window, head_dim=head_dim)
             for dtype in (torch.float16, torch.float32):
-                c = fwd._heuristic_config(*window, dtype)
+                c = fwd._heuristic_config(*window, dtype, g.constexprs(dtype, True)["BLOCK_D"])
                 yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} heuristic",
                        fwd._window_attention_fwd_kernel,
                        dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),

@@ -109,7 +109,7 @@ def test_several_windows_per_program_match_one(monkeypatch, dtype):
                if c.kwargs["WINDOWS_PER_PROGRAM"] > 1]
     assert several, "no multi-window config for 7 x 7 windows"
     for config in several:
-        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda wh, ww, dtype, c=config: c)
+        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda *shape, c=config: c)
         with nan_filled_empty():
             out, lse = window_attention_fwd(*args, return_lse=True)
         assert torch.equal(out, one[0]) and torch.equal(lse, one[1]), config
@@ -129,7 +129,7 @@ def test_every_large_window_config_matches_reference(monkeypatch, case, dtype):
     assert {c.kwargs["BLOCK_M"] for c in configs} == {16, 32, 64}, configs
     monkeypatch.setattr(fwd_module, "_autotuning", lambda: False)  # launch exactly the config under test
     for config in configs:
-        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda wh, ww, dtype, c=config: c)
+        monkeypatch.setattr(fwd_module, "_heuristic_config", lambda *shape, c=config: c)
         with nan_filled_empty():
             out, _ = window_attention_fwd(*args)
         assert_within_torch_error(f"{_ids(case)} {config}", out, torch_dt, ref64, dtype)
