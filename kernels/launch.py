@@ -174,6 +174,11 @@ class WindowGrid(NamedTuple):
         return self.window[0] * self.window[1]
 
     @property
+    def block_d(self) -> int:
+        """Lanes per head in the kernels: head_dim rounded up to a power of two, at least 16 (tl.dot's minimum)."""
+        return max(16, next_power_of_2(self.head_dim))
+
+    @property
     def padded(self) -> bool:
         return (self.Hp, self.Wp) != (self.H, self.W)
 
@@ -190,7 +195,7 @@ class WindowGrid(NamedTuple):
     def constexprs(self, dtype: torch.dtype, has_pad: bool) -> dict:
         """Compile-time arguments every kernel takes."""
         return dict(
-            HEAD_DIM=self.head_dim, BLOCK_D=max(16, next_power_of_2(self.head_dim)),
+            HEAD_DIM=self.head_dim, BLOCK_D=self.block_d,
             WH=self.window[0], WW=self.window[1], TWH=self.table_window[0], TWW=self.table_window[1],
             HAS_PAD=has_pad, HAS_SHIFT=any(self.shift), SHIFT_BEFORE_PAD=self.shift_before_pad,
             # fp32 dots in IEEE precision, not TF32: fp32 results must match PyTorch's fp32.

@@ -397,8 +397,7 @@ def window_attention_bwd(
     dqkv_rows, dqkv_stride = as_rows(dqkv)
     check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    block_d = max(16, next_power_of_2(g.head_dim))
-    config = bwd_launch_config(N, qkv.dtype, block_d)
+    config = bwd_launch_config(N, qkv.dtype, g.block_d)
     block = config.kwargs["BLOCK"]
     # Candidates: _BWD_TILED_CONFIGS, all tiled. On a GPU with less shared memory (sm_86/89: 99 KB) the
     # autotuner skips those that do not fit (OutOfResources times as inf).
@@ -414,9 +413,9 @@ def window_attention_bwd(
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
                   if N > block else dtable_partial)
-    dq_scratch = (torch.empty((n_programs, num_heads, N, block_d), device=qkv.device, dtype=torch.float32)
+    dq_scratch = (torch.empty((n_programs, num_heads, N, g.block_d), device=qkv.device, dtype=torch.float32)
                   if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else dtable_partial)
-    dpad_partial = (torch.empty((n_programs, 2, num_heads, block_d), device=qkv.device, dtype=torch.float32)
+    dpad_partial = (torch.empty((n_programs, 2, num_heads, g.block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)

@@ -230,7 +230,7 @@ def window_attention_fwd(
 
             _window_attention_fwd_autotuned[grid](*args, **constexprs)
         else:
-            config = _heuristic_config(*g.window, qkv.dtype, max(16, next_power_of_2(g.head_dim)))
+            config = _heuristic_config(*g.window, qkv.dtype, g.block_d)
             grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
             _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
                                                num_stages=config.num_stages)

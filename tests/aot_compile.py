@@ -84,6 +84,17 @@ def register_report(ptx: str, arch: int) -> str:
     return f"{regs.group(1) if regs else '?'} regs, {spills.group(1) if spills else '?'} B spilled"
 
 
+def fwd_pointers(dtype) -> dict:
+    """Element type of each pointer argument of the forward kernel (arg name -> Triton type)."""
+    return dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32")
+
+
+def bwd_pointers(dtype) -> dict:
+    """Element type of each pointer argument of the backward kernel."""
+    return dict(fwd_pointers(dtype), DOUT=TYPE[dtype], DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32",
+                DQ_SCRATCH="fp32", DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+
+
 def grid(window, head_dim=32, shift=None, pad=True, timm=False):
     wh, ww = window
     shift = shift if shift is not None else (wh // 2, ww // 2)
@@ -102,7 +113,7 @@ def forward_variants(quick):
                 yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} BM{c.kwargs['BLOCK_M']} BN{c.kwargs['BLOCK_N']} "
                        f"warps{c.num_warps}{f' x{per_program} windows' if per_program > 1 else ''}",
                        fwd._window_attention_fwd_kernel,
-                       dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),
+                       fwd_pointers(dtype),
                        dict(g.constexprs(dtype, True), STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
     g = grid((7, 7), head_dim=40, shift=(0, 0), pad=False, timm=True)  # no pad / no shift / odd head_dim path
     yield ("fwd w7x7 fp16 d40 no-pad no-shift no-lse", fwd._window_attention_fwd_kernel,
@@ -119,9 +130,7 @@ def backward_variants(quick):
             launches = [bwd.bwd_launch_config(window[0] * window[1], dtype, 32)]
             if dtype != torch.float32 and window[0] * window[1] > 64 and not quick:  # the autotuner's candidates
                 launches = bwd._BWD_TILED_CONFIGS
-            ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
-                        LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DQ_SCRATCH="fp32",
-                        DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+            ptrs = bwd_pointers(dtype)
             for c in launches:
                 dq_in_a = " dq-in-pass-A" if c.kwargs["DQ_IN_PASS_A"] else ""
                 yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{c.kwargs['BLOCK']} warps{c.num_warps}"
@@ -142,12 +151,10 @@ def wide_head_variants():
                 c = fwd._heuristic_config(*window, dtype, g.constexprs(dtype, True)["BLOCK_D"])
                 yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} heuristic",
                        fwd._window_attention_fwd_kernel,
-                       dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32"),
+                       fwd_pointers(dtype),
                        dict(g.constexprs(dtype, True), STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
                 c = bwd.bwd_launch_config(window[0] * window[1], dtype, g.constexprs(dtype, True)["BLOCK_D"])
-                ptrs = dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], DOUT=TYPE[dtype],
-                            LSE="fp32", DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32", DQ_SCRATCH="fp32",
-                            DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+                ptrs = bwd_pointers(dtype)
                 yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} BLOCK{c.kwargs['BLOCK']} "
                        f"warps{c.num_warps}", bwd._window_attention_bwd_kernel, ptrs,
                        dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
