@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         ("triton 11 ptrs + 19 ints", lambda: _empty_11_ints[(1,)](*bufs, *ints, 2)),
         ("fused fwd launcher", lambda: window_attention_fwd(qkv, table, *geometry, checked=False)),
         ("fused bwd launcher",
-         lambda: window_attention_bwd(dout, qkv, out, lse, table, *geometry, checked=False)),
+         lambda: window_attention_bwd(dout, qkv, lse, table, *geometry, checked=False)),
         ("fused op, no grad", lambda: swin_fused.window_attention(qkv, table, *geometry[:3])),
         ("fused op fwd+bwd", op_fwd_bwd),
     ]
@@ -143,7 +143,7 @@ def table_layouts(batch: int) -> None:
                 fwd_us = 1e6 * profiled_time_per_call(lambda: window_attention_fwd(qkv, t, *geometry, checked=False),
                                                       device, 20, name_prefix="_window_attention_fwd")
                 bwd_us = 1e6 * profiled_time_per_call(
-                    lambda: window_attention_bwd(dout, qkv, out, lse, t, *geometry, checked=False),
+                    lambda: window_attention_bwd(dout, qkv, lse, t, *geometry, checked=False),
                     device, 20, name_prefix="_window_attention_bwd")
             finally:
                 for module in (fwd_module, bwd_module):

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
         def call(qkv=qkv, table=table, geometry=geometry):
             out, lse = window_attention_fwd(qkv, table, *geometry, return_lse=True)
-            window_attention_bwd(torch.ones_like(out), qkv, out, lse, table, *geometry)
+            window_attention_bwd(torch.ones_like(out), qkv, lse, table, *geometry)
 
         call()  # compile and autotune outside the profiled range
         calls.append(call)

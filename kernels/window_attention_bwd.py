@@ -1,9 +1,19 @@
 """Fused shifted-window attention, backward: dqkv in the natural layout and a deterministic bias-table grad.
 
-One program owns a fixed group of consecutive windows for one head. For each window it gathers q, k, v, dO
-(and O, for delta = rowsum(dO * O)) through the same index arithmetic as the forward, recomputes the
-probabilities from the saved base-2 log-sum-exp (flash-style; no N x N matrix is saved), and writes dq, dk,
-dv straight into ``[B, H, W, 3C]``: every token belongs to exactly one window, so no atomics.
+One program owns a fixed group of consecutive windows for one head. For each window it gathers q, k, v and
+dO through the same index arithmetic as the forward, recomputes the probabilities (flash-style; no N x N
+matrix is saved), and writes dq, dk, dv straight into ``[B, H, W, 3C]``: every token belongs to exactly one
+window, so no atomics.
+
+The probabilities are normalised by the backward itself, from the scores it recomputes, and
+delta = rowsum(P * dP) comes from those same P and dP, so each row of dS = P * (dP - delta) sums to zero up to
+fp32 rounding of the products. Taking the forward's lse as the exact normaliser (and delta = rowsum(dO * O)
+from the rounded output), as flash attention does, breaks that whenever the two kernels round the scores
+differently: the same q.k summed in another order (a transposed dot, another tile shape, another BLAS kernel
+under the interpreter) differs by ulps of the score, which at fp16 scores beyond 65504 is 0.06 in base-2
+units, i.e. P off by 4% and dq = scale * dS k off by |k| times that (0.15 absolute at |q|, |k| ~ 300). The
+lse also rounds to ulps of the largest score, so exp2(s - lse) does not sum to one however the scores agree.
+Windows of one token get an exact zero table gradient (P = 1, dS = 0), as the math says.
 
 The relative-position-bias gradient is ``sum over windows of dS`` scattered onto table rows. Float atomics
 across programs would make it run-to-run different, so each program sums dS over its own windows, then folds
@@ -14,12 +24,15 @@ sums those over programs in a fixed order. An ``[N, N]`` partial per program wou
 (which belong to the qkv bias) are reduced the same way. Repeated runs are bit-identical.
 
 fp16/bf16 windows of up to 64 tokens (7x7, 8x8) with heads of up to 32 lanes are one register tile: one pass
-computes dq, dk, dv (keys on rows, so only dq's operand is transposed) and keeps the dS sum in registers,
-folded with an in-register gather. Larger windows (12x12, 16x16), wider heads and fp32 windows of more than 32
-tokens loop over tiles (see ``bwd_launch_config``): a prologue writes delta = rowsum(dO * O) for the window's
-tokens, pass A accumulates dk, dv per key tile (updating the dS sum in a program-private scratch, read back
-from L2 for the fold), and dq either in pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second
-program-private scratch) or in a pass B that recomputes dS per query tile; the autotuner picks.
+computes the softmax of the window's scores (own row max and sum), dq, dk, dv (keys on rows, so only dq's
+operand is transposed) and keeps the dS sum in registers, folded with an in-register gather; it reads neither
+the forward's output nor its lse. Larger windows (12x12, 16x16), wider heads and fp32 windows of more than 32
+tokens loop over tiles (see ``bwd_launch_config``): a prologue sweeps the key tiles once per query tile for
+each row's normaliser sum_j exp2(s_ij - lse_i) (the forward's lse is only the stabiliser here, so nothing can
+overflow) and delta = rowsum(P * dP), and writes both for the window's tokens; pass A accumulates dk, dv per
+key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), and dq either in
+pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second program-private scratch) or in a pass B that
+recomputes dS per query tile; the autotuner picks.
 """
 from __future__ import annotations
 
@@ -40,12 +53,13 @@ ROWS_BLOCK = 64
 
 
 @triton.jit
-def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_stride, dout_row_stride,
+def _query_side(QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs, d, qkv_row_stride, dout_row_stride,
                 n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads,
                 HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
                 HAS_PAD: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
-    """A query tile: its tokens, q, dO, saved lse and delta = rowsum(dO * O) (from DELTA, [B*H*W, heads], which
-    the program wrote for its window)."""
+    """A query tile: its tokens, q, dO, the forward's lse (the stabiliser), and the inverse normaliser and delta
+    (from INV_L and DELTA, ``[B*H*W, heads]``, which the prologue wrote for the window; 0 for padding queries,
+    whose dO is 0, so they contribute nothing)."""
     tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok, qkv_row_stride, d, HEAD_DIM, real, valid, PAD + head * HEAD_DIM,
@@ -53,15 +67,9 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs, d, qkv_row_st
     # Padding queries' outputs are cropped away: their dO (and delta) are 0, so they contribute nothing.
     do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
     lse = tl.load(LSE + lse_row + offs, mask=valid, other=0.0)
+    inv_l = tl.load(INV_L + tok * n_heads + head, mask=real, other=0.0)
     delta = tl.load(DELTA + tok * n_heads + head, mask=real, other=0.0)
-    return tok, real, valid, region, q, do, lse, delta
-
-
-@triton.jit
-def _delta(out_ptr, do, tok, out_row_stride, d, HEAD_DIM: tl.constexpr, real, valid):
-    """delta = rowsum(dO * O) of a tile's tokens, fp32 (0 for padding tokens, whose dO is 0)."""
-    o = load_head(out_ptr, tok, out_row_stride, d, HEAD_DIM, real, valid, out_ptr, False)
-    return tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+    return tok, real, valid, region, q, do, lse, inv_l, delta
 
 
 @triton.jit
@@ -76,18 +84,35 @@ def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, 
 
 
 @triton.jit
-def _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT: tl.constexpr,
-              DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
-    """Recompute P from the saved base-2 lse, and dS = P * (dO v^T - delta), the gradient of the scores (natural
-    units, so it is also the gradient of the bias). ``[M, N]``, or P^T and dS^T ``[N, M]`` with KEYS_ON_ROWS
-    (``bias`` in the same orientation)."""
-    s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION, KEYS_ON_ROWS)
-    if KEYS_ON_ROWS:
-        p = tl.exp2(s - lse[None, :])
-        dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-        return p, p * (dp - delta[None, :])
-    p = tl.exp2(s - lse[:, None])
-    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+def _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr):
+    """A whole window as one tile, keys on rows: P^T, the softmax of the scores recomputed here (own row max
+    and sum, so a one-token window has P = 1 exactly), and dS^T = P^T * (dP^T - delta) with
+    delta = rowsum(P * dP) from the same products: ``[N, M]`` each."""
+    s = scores_log2(q, k, qk_scale, bias, region, region, valid, HAS_SHIFT, DOT_PRECISION, True)
+    p = tl.exp2(s - tl.max(s, 0)[None, :])
+    p = p * (1.0 / tl.sum(p, 0))[None, :]
+    dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+    return p, p * (dp - tl.sum(p * dp, 0)[None, :])
+
+
+@triton.jit
+def _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT: tl.constexpr,
+                   DOT_PRECISION: tl.constexpr):
+    """One query/key tile pair, queries on rows: exp2(s - lse), the probabilities before the row's own
+    normaliser (the forward's lse only keeps them in range), and dP = dO v^T. ``[M, N]`` each, fp32."""
+    s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION)
+    return tl.exp2(s - lse[:, None]), tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n, valid_n,
+                   HAS_SHIFT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """P and dS = P * (dP - delta) of a tile pair (``[M, N]``), with the normaliser and delta the prologue
+    derived from the same scores. dS is in natural units, so it is also the gradient of the bias."""
+    p, dp = _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
+                           DOT_PRECISION)
+    p = p * inv_l[:, None]
     return p, p * (dp - delta[:, None])
 
 
@@ -144,8 +169,8 @@ def _table_rows_from_scratch(ds, out_ptr, row_stride, WH: tl.constexpr, WW: tl.c
 
 @triton.jit
 def _window_attention_bwd_kernel(
-    QKV, PAD, TABLE, OUT, DOUT, LSE, DELTA, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
-    qkv_row_stride, out_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
+    QKV, PAD, TABLE, DOUT, LSE, DELTA, INV_L, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
+    qkv_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     n_windows, C, qk_scale, sm_scale,
     WINDOWS_PER_PROGRAM: tl.constexpr,
@@ -185,12 +210,9 @@ def _window_attention_bwd_kernel(
                           PAD + head * HEAD_DIM, HAS_PAD)
             k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
             do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
-            delta = _delta(OUT + head * HEAD_DIM, do, tok, out_row_stride, d, HEAD_DIM, real, valid)
-            lse = tl.load(LSE + (window * n_heads.to(tl.int64) + head) * N + offs, mask=valid, other=0.0)
 
             # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
-            pt, dst = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region, region, valid, HAS_SHIFT,
-                                DOT_PRECISION, True)
+            pt, dst = _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT, DOT_PRECISION)
             dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
             ds_acc += dst
             dstc = dst.to(q.dtype)
@@ -211,16 +233,36 @@ def _window_attention_bwd_kernel(
             b = window // n_win
             win = window % n_win
             lse_row = (window * n_heads.to(tl.int64) + head) * N
-            # delta = rowsum(dO * O) of the window's tokens, once, into DELTA (each token is in one window, so
-            # no other program writes these elements); passes A and B read it back from cache.
+            # Prologue: per query, the normaliser l = sum_j exp2(s_ij - lse_i) and delta = rowsum(P * dP) over
+            # all key tiles, from the same products passes A and B recompute; 1 / l and delta go to INV_L and
+            # DELTA (each token is in one window, so no other program writes these elements), read back from
+            # cache by the passes.
             for m_tile in range(TILES):
                 offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_m, real_m, valid_m, _ = token_tile(
+                tok_m, real_m, valid_m, region_m = token_tile(
                     b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+                q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
+                              PAD + head * HEAD_DIM, HAS_PAD)
                 do = load_head(DOUT + head * HEAD_DIM, tok_m, dout_row_stride, d, HEAD_DIM, real_m, valid_m, PAD,
                                False)
-                delta = _delta(OUT + head * HEAD_DIM, do, tok_m, out_row_stride, d, HEAD_DIM, real_m, valid_m)
-                tl.store(DELTA + tok_m * n_heads + head, delta, mask=real_m)
+                lse = tl.load(LSE + lse_row + offs_m, mask=valid_m, other=0.0)
+                l_i = tl.zeros([BLOCK], tl.float32)
+                pdp_i = tl.zeros([BLOCK], tl.float32)
+                for n_tile in range(TILES):
+                    offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
+                    tok_n, real_n, valid_n, region_n, k, v = _key_side(
+                        QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,
+                        head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                    bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+                    p, dp = _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n,
+                                           HAS_SHIFT, DOT_PRECISION)
+                    l_i += tl.sum(p, 1)
+                    pdp_i += tl.sum(p * dp, 1)
+                # Lanes past the window (q = 0, all keys possibly across the shift mask) can sum to ~0: keep them
+                # finite; nothing stores or reads them.
+                inv_l = 1.0 / tl.where(valid_m, l_i, 1.0)
+                tl.store(INV_L + tok_m * n_heads + head, inv_l, mask=real_m)
+                tl.store(DELTA + tok_m * n_heads + head, pdp_i * inv_l, mask=real_m)
             tl.debug_barrier()  # those stores, by other threads of this program, before pass A reads them
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
             for n_tile in range(TILES):
@@ -232,13 +274,13 @@ def _window_attention_bwd_kernel(
                 dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
-                        QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
-                        n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
-                        SHIFT_BEFORE_PAD)
+                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta = _query_side(
+                        QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs_m, d, qkv_row_stride,
+                        dout_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW,
+                        HAS_PAD, SHIFT_BEFORE_PAD)
                     bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
-                    p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
-                                      DOT_PRECISION)
+                    p, ds = _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n,
+                                           valid_n, HAS_SHIFT, DOT_PRECISION)
                     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
                     dsc = ds.to(q.dtype)
                     dk += tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION)
@@ -268,10 +310,10 @@ def _window_attention_bwd_kernel(
                 # Pass B: per query tile, dq over all key tiles, recomputing dS.
                 for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_m, real_m, valid_m, region_m, q, do, lse, delta = _query_side(
-                        QKV, PAD, DOUT, LSE, DELTA, b, win, lse_row, offs_m, d, qkv_row_stride, dout_row_stride,
-                        n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW, HAS_PAD,
-                        SHIFT_BEFORE_PAD)
+                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta = _query_side(
+                        QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs_m, d, qkv_row_stride,
+                        dout_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW,
+                        HAS_PAD, SHIFT_BEFORE_PAD)
                     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                     for n_tile in range(TILES):
                         offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
@@ -279,8 +321,8 @@ def _window_attention_bwd_kernel(
                             QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
                             C, head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
                         bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
-                        p, ds = _p_and_ds(q, k, v, do, lse, delta, qk_scale, bias, region_m, region_n, valid_n,
-                                          HAS_SHIFT, DOT_PRECISION)
+                        p, ds = _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n,
+                                               valid_n, HAS_SHIFT, DOT_PRECISION)
                         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
                     store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
         tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
@@ -347,7 +389,6 @@ def _windows_per_program(n_windows: int, num_heads: int) -> int:
 def window_attention_bwd(
     dout: torch.Tensor,
     qkv: torch.Tensor,
-    out: torch.Tensor,
     lse: torch.Tensor,
     table: torch.Tensor,
     num_heads: int,
@@ -364,7 +405,8 @@ def window_attention_bwd(
     """Launch the fused backward.
 
     Args:
-        dout: ``[B, H, W, C]`` gradient of the output. qkv, out, lse: the forward's input and outputs.
+        dout: ``[B, H, W, C]`` gradient of the output. qkv, lse: the forward's input and its log-sum-exp
+            (``window_attention_fwd(..., return_lse=True)``; the output itself is not needed).
         table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window: as the forward.
         dqkv: optional ``[B, H, W, 3C]`` buffer (qkv's dtype, rows as ``as_rows`` takes them) to write.
         checked: as the forward's (False for arguments the forward already checked).
@@ -378,19 +420,18 @@ def window_attention_bwd(
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
     check_kernel_inputs(qkv, table, g.head_dim, N)
-    if tuple(out.shape) != (g.B, g.H, g.W, g.C) or tuple(dout.shape) != tuple(out.shape):
-        raise ValueError(f"out and dout must be [B, H, W, C] = {(g.B, g.H, g.W, g.C)} like the forward's output, "
-                         f"got {tuple(out.shape)} and {tuple(dout.shape)}")
+    if tuple(dout.shape) != (g.B, g.H, g.W, g.C):
+        raise ValueError(f"dout must be [B, H, W, C] = {(g.B, g.H, g.W, g.C)} like the forward's output, "
+                         f"got {tuple(dout.shape)}")
     if tuple(lse.shape) != (g.B * g.n_win, num_heads, N) or lse.dtype != torch.float32:
         raise ValueError(f"lse must be the forward's float32 [B * nW, heads, N] = {(g.B * g.n_win, num_heads, N)} "
                          f"log-sum-exp (window_attention_fwd(..., return_lse=True)), got {tuple(lse.shape)} "
                          f"{lse.dtype}")
-    for name, t in (("out", out), ("dout", dout), ("lse", lse)):
+    for name, t in (("dout", dout), ("lse", lse)):
         if t.device != qkv.device:
             raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
     lse = lse.contiguous()  # the kernel indexes it as the forward wrote it
     qkv_rows, qkv_stride = as_rows(qkv)
-    out_rows, out_stride = as_rows(out)
     dout_rows, dout_stride = as_rows(dout.to(qkv.dtype))  # tl.dot needs dO in the operands' dtype
     if dqkv is None:
         dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
@@ -402,10 +443,11 @@ def window_attention_bwd(
     # Candidates: _BWD_TILED_CONFIGS, all tiled. On a GPU with less shared memory (sm_86/89: 99 KB) the
     # autotuner skips those that do not fit (OutOfResources times as inf).
     tune = autotuning() and qkv.dtype != torch.float32 and N > 64
-    # The tiled path's delta = rowsum(dO * O) per token and head, [B*H*W, heads], written by the kernel itself
-    # (each program for its windows) and read back by its passes; one-tile windows keep delta in registers.
-    delta = (torch.empty((dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
-             if N > block else lse)
+    # The tiled path's per-token, per-head delta and inverse softmax normaliser, [2, B*H*W, heads], written by
+    # the kernel's prologue (each program for its windows) and read back by its passes; one-tile windows keep
+    # both in registers.
+    delta, inv_l = (torch.empty((2, dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
+                    if N > block else (lse, lse))
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
@@ -419,8 +461,8 @@ def window_attention_bwd(
                     if has_pad else dtable_partial)
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)
-    args = (qkv_rows, pad, table, out_rows, dout_rows, lse, delta, dqkv_rows, ds_scratch, dq_scratch,
-            dtable_partial, dpad_partial, qkv_stride, out_stride, dout_stride, dqkv_stride, table.stride(0),
+    args = (qkv_rows, pad, table, dout_rows, lse, delta, inv_l, dqkv_rows, ds_scratch, dq_scratch,
+            dtable_partial, dpad_partial, qkv_stride, dout_stride, dqkv_stride, table.stride(0),
             table.stride(1), *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
     with launch_device(qkv):

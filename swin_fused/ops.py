@@ -4,11 +4,11 @@ Registered ops (fake implementations included, so ``torch.compile(fullgraph=True
 
 - ``swin_fused::window_attention(qkv, table, pad_qkv, ...) -> (out, lse)``: the fused forward; ``lse`` is
   empty unless gradients are needed.
-- ``swin_fused::window_attention_backward(dout, qkv, out, lse, table, pad_qkv, ...) -> (dqkv, dtable,
-  dpad)``.
+- ``swin_fused::window_attention_backward(dout, qkv, lse, table, pad_qkv, ...) -> (dqkv, dtable, dpad)``.
 
-The forward saves only its inputs, the output and the fp32 log-sum-exp (``[B * nW, heads, N]``): never an
-``N x N`` attention matrix. Mixed dtypes are expected under AMP (bf16 qkv, fp32 table and qkv bias); each
+The forward saves only its inputs and the fp32 log-sum-exp (``[B * nW, heads, N]``): never the output (the
+backward derives delta = rowsum(P * dP) from its own recomputed probabilities) nor an ``N x N`` attention
+matrix. Mixed dtypes are expected under AMP (bf16 qkv, fp32 table and qkv bias); each
 gradient comes back in its input's dtype.
 
 Plain eager calls skip the dispatcher: the same launches through a ``torch.autograd.Function``, without the
@@ -81,7 +81,6 @@ def _window_attention_fake(qkv, table, pad_qkv, num_heads, window, shift, scale,
 def _window_attention_backward(
     dout: Tensor,
     qkv: Tensor,
-    out: Tensor,
     lse: Tensor,
     table: Tensor,
     pad_qkv: Optional[Tensor],
@@ -92,17 +91,17 @@ def _window_attention_backward(
     shift_before_pad: bool,
     table_window: List[int],
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale,
+    dqkv, dtable, dpad = _gradients(dout, qkv, lse, table, pad_qkv, num_heads, window, shift, scale,
                                     shift_before_pad, table_window, checked=True)
     return dqkv, dtable, (dpad if dpad is not None else qkv.new_empty((0,)))  # an op cannot return None
 
 
-def _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad,
+def _gradients(dout, qkv, lse, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad,
                table_window, checked):
     """``(dqkv, dtable, dpad)``, each in its input's dtype; dpad is None without ``pad_qkv`` (and zeros when
     it was given but nothing is padded)."""
     dqkv, dtable, dpad = window_attention_bwd(
-        dout, qkv, out, lse, table, num_heads, tuple(window), tuple(shift), scale, pad_qkv, shift_before_pad,
+        dout, qkv, lse, table, num_heads, tuple(window), tuple(shift), scale, pad_qkv, shift_before_pad,
         tuple(table_window), checked=checked,
     )
     if pad_qkv is not None:
@@ -111,7 +110,7 @@ def _gradients(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, sc
 
 
 @_window_attention_backward.register_fake
-def _window_attention_backward_fake(dout, qkv, out, lse, table, pad_qkv, num_heads, window, shift, scale,
+def _window_attention_backward_fake(dout, qkv, lse, table, pad_qkv, num_heads, window, shift, scale,
                                     shift_before_pad, table_window):
     # Contiguous, as the launcher allocates them whatever the inputs' strides (empty_like would copy a strided
     # qkv's layout, and inductor asserts the real output's strides against these).
@@ -121,15 +120,15 @@ def _window_attention_backward_fake(dout, qkv, out, lse, table, pad_qkv, num_hea
 
 def _setup_context(ctx, inputs, output):
     qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad, table_window, need_lse = inputs
-    out, lse = output
+    _, lse = output
     # No lse means the caller promised no gradients; _backward refuses rather than recomputing silently.
     ctx.missing_lse = not need_lse
-    ctx.save_for_backward(qkv, table, pad_qkv, out, lse)
+    ctx.save_for_backward(qkv, table, pad_qkv, lse)
     ctx.args = (num_heads, window, shift, scale, shift_before_pad, table_window)
 
 
 def _saved(ctx):
-    """``(qkv, table, pad_qkv, out, lse)`` saved by ``_setup_context``."""
+    """``(qkv, table, pad_qkv, lse)`` saved by ``_setup_context``."""
     if ctx.missing_lse:
         raise RuntimeError("swin_fused::window_attention was called with need_lse=False but a gradient was "
                            "requested; call it through swin_fused.window_attention, which asks for the lse "
@@ -138,9 +137,9 @@ def _saved(ctx):
 
 
 def _backward(ctx, dout, _dlse):
-    qkv, table, pad_qkv, out, lse = _saved(ctx)
+    qkv, table, pad_qkv, lse = _saved(ctx)
     dqkv, dtable, dpad = torch.ops.swin_fused.window_attention_backward(
-        dout, qkv, out, lse, table, pad_qkv, *ctx.args)
+        dout, qkv, lse, table, pad_qkv, *ctx.args)
     return dqkv, dtable, (dpad if pad_qkv is not None else None), None, None, None, None, None, None, None
 
 
@@ -163,11 +162,11 @@ class _EagerWindowAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        qkv, table, pad_qkv, out, lse = _saved(ctx)
+        qkv, table, pad_qkv, lse = _saved(ctx)
         if torch.is_grad_enabled():  # create_graph=True, e.g. a gradient penalty
             dqkv, dtable, dpad = _differentiable_gradients(dout, qkv, ctx.table, pad_qkv, *ctx.args)
         else:
-            dqkv, dtable, dpad = _gradients(dout, qkv, out, lse, table, pad_qkv, *ctx.args, checked=False)
+            dqkv, dtable, dpad = _gradients(dout, qkv, lse, table, pad_qkv, *ctx.args, checked=False)
         return dqkv, dtable, dpad, None, None, None, None, None, None, None
 
 

@@ -10,7 +10,7 @@ limit and reports ptxas's register and spill counts.
 
 Run as a script (it must own its process: kernels compile only with TRITON_INTERPRET=0):
 
-    TRITON_INTERPRET=0 python tests/aot_compile.py [--quick]
+    TRITON_INTERPRET=0 python tests/aot_compile.py [--quick] [--kernels fwd bwd wide] [--arch 90 80 89]
 
 Prints one line per variant and exits non-zero on the first failure. tests/test_aot_compile.py runs it.
 """
@@ -91,8 +91,8 @@ def fwd_pointers(dtype) -> dict:
 
 def bwd_pointers(dtype) -> dict:
     """Element type of each pointer argument of the backward kernel."""
-    return dict(fwd_pointers(dtype), DOUT=TYPE[dtype], DELTA="fp32", DQKV=TYPE[dtype], DS_SCRATCH="fp32",
-                DQ_SCRATCH="fp32", DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+    return dict(fwd_pointers(dtype), DOUT=TYPE[dtype], DELTA="fp32", INV_L="fp32", DQKV=TYPE[dtype],
+                DS_SCRATCH="fp32", DQ_SCRATCH="fp32", DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
 
 
 def grid(window, head_dim=32, shift=None, pad=True, timm=False):
@@ -161,13 +161,21 @@ def wide_head_variants():
                        c.num_warps, c.num_stages)
 
 
+#: What ``--kernels`` selects: the forward's and the backward's variants (all for the first ``--arch``, a smoke
+#: test of two for the others), and the heuristic wide-head launches (on the target with the least shared memory).
+KERNEL_SETS = ("fwd", "bwd", "wide")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one config and dtype per path (smoke test)")
     parser.add_argument("--arch", type=int, nargs="+", default=[90, 80, 89], choices=sorted(SHARED_LIMIT))
+    parser.add_argument("--kernels", nargs="+", default=list(KERNEL_SETS), choices=KERNEL_SETS,
+                        help="which variants (default all; tests/test_aot_compile.py runs each set as its own test)")
     args = parser.parse_args(argv)
-    variants = list(forward_variants(args.quick)) + list(backward_variants(args.quick))
-    wide = [] if args.quick else list(wide_head_variants())
+    variants = ((list(forward_variants(args.quick)) if "fwd" in args.kernels else [])
+                + (list(backward_variants(args.quick)) if "bwd" in args.kernels else []))
+    wide = [] if args.quick or "wide" not in args.kernels else list(wide_head_variants())
     smallest = min(args.arch, key=SHARED_LIMIT.get)  # the wide heads on the target with the least shared memory
     failures = 0
     for arch in args.arch:  # every variant for the first target, a smoke test for the others

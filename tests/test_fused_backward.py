@@ -35,7 +35,7 @@ def test_backward_matches_reference(case, dtype):
     out, lse = window_attention_fwd(x, t, *args, p, kw["shift_before_pad"], kw["table_window"], return_lse=True)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     dqkv = torch.full_like(x, float("nan"))
-    dqkv, dtable, dpad = window_attention_bwd(dout, x, out, lse, t, *args, p, kw["shift_before_pad"],
+    dqkv, dtable, dpad = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
                                               kw["table_window"], dqkv=dqkv)
 
     ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
@@ -69,13 +69,61 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
     for config in bwd_module._BWD_TILED_CONFIGS:
         monkeypatch.setattr(bwd_module, "bwd_launch_config", lambda *shape, config=config: config)
         dqkv = torch.full_like(x, float("nan"))
-        dqkv, dtable, dpad = window_attention_bwd(dout, x, out, lse, t, *args, p, kw["shift_before_pad"],
+        dqkv, dtable, dpad = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
                                                   kw["table_window"], dqkv=dqkv)
         name = f"{_ids(case)} {config}"
         assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
         assert_within_torch_error(f"{name} dtable", dtable, same[1], ref[1], dtype, factor=3.0)
         if ref[2] is not None:
             assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
+
+
+# One-tile windows (fp16 7x7, padded or not) and both tiled paths (fp32 7x7, fp16 12x12).
+NORMALISER_CASES = [(CASES[1], torch.float16), (CASES[2], torch.float16), (CASES[1], torch.float32),
+                    (CASES[7], torch.float16)] + ([(CASES[1], torch.bfloat16)] if HAS_CUDA else [])
+
+
+@pytest.mark.parametrize("case, dtype", NORMALISER_CASES, ids=[f"{_ids(c)}-{d}" for c, d in NORMALISER_CASES])
+def test_backward_normalises_its_own_probabilities(case, dtype):
+    """The backward must not trust the forward's lse to normalise its recomputed scores: when the forward
+    summed q.k in another order (another tile shape, a transposed dot, another BLAS kernel under the
+    interpreter), the two differ by ulps of the score, 0.06 in base-2 units at fp16 scores beyond 65504. Here the
+    lse is off by up to that much per row; the gradients must still meet the bound (one-tile windows do not read
+    the lse at all: bit-identical). Taking the lse as the exact normaliser gave P off by 4% and, in the fp16
+    overflow test, dq off by 0.15."""
+    qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
+    args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
+    x, t, p = cast(qkv, dtype), cast(table, torch.float32), cast(pad_qkv, dtype)
+    geometry = (*args, p, kw["shift_before_pad"], kw["table_window"])
+    out, lse = window_attention_fwd(x, t, *geometry, return_lse=True)
+    g = torch.Generator().manual_seed(1)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
+    off = (torch.rand(lse.shape, generator=g) * 0.12 - 0.06).to(DEVICE)
+    exact = window_attention_bwd(dout, x, lse, t, *geometry)
+    shifted = window_attention_bwd(dout, x, lse + off, t, *geometry)
+    ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
+    same = _reference_grads(qkv, table, pad_qkv, kw, dout, dtype)
+    name = _ids(case)
+    assert_within_torch_error(f"{name} dqkv", shifted[0], same[0], ref[0], dtype, factor=3.0)
+    assert_within_torch_error(f"{name} dtable", shifted[1], same[1], ref[1], dtype, factor=3.0)
+    if bwd_module.bwd_launch_config(case[5][0] * case[5][1], dtype, 32).kwargs["BLOCK"] >= case[5][0] * case[5][1]:
+        assert all(torch.equal(a, b) for a, b in zip(exact[:2], shifted[:2])), "one-tile windows read the lse"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_one_token_windows_give_an_exactly_zero_table_gradient(dtype):
+    """With one token per window, softmax over one key is 1 whatever the score, so dS = P (dP - delta) = 0 and
+    the bias table gets no gradient at all: exactly 0, as PyTorch gets (the kernel normalises its own P, so
+    P = 1 and delta = dP bit for bit; 2e-6 with the forward's lse and delta = rowsum(dO * O))."""
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 3, 5, 3 * 2 * 40, generator=g).to(DEVICE, dtype)
+    table = torch.randn(1, 2, generator=g).to(DEVICE)
+    out, lse = window_attention_fwd(qkv, table, 2, (1, 1), (0, 0), None, return_lse=True)
+    dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
+    dqkv, dtable, _ = window_attention_bwd(dout, qkv, lse, table, 2, (1, 1), (0, 0), None)
+    assert torch.equal(dtable, torch.zeros_like(dtable)), dtable
+    assert torch.equal(dqkv[..., :2 * 80], torch.zeros_like(dqkv[..., :2 * 80])), "dq and dk must be 0 too"
+    torch.testing.assert_close(dqkv[..., 2 * 80:], dout, rtol=0, atol=0)  # out = v, so dv = dO exactly
 
 
 def test_autograd_op_matches_torch_backend():
@@ -126,14 +174,15 @@ def test_bias_table_gradient_is_deterministic():
     x, t = cast(qkv, torch.float32), cast(table, torch.float32)
     out, lse = window_attention_fwd(x, t, 3, (7, 7), (3, 3), None, return_lse=True)
     dout = torch.randn_like(out)
-    first = window_attention_bwd(dout, x, out, lse, t, 3, (7, 7), (3, 3), None)
+    first = window_attention_bwd(dout, x, lse, t, 3, (7, 7), (3, 3), None)
     for _ in range(10 if HAS_CUDA else 2):
-        again = window_attention_bwd(dout, x, out, lse, t, 3, (7, 7), (3, 3), None)
+        again = window_attention_bwd(dout, x, lse, t, 3, (7, 7), (3, 3), None)
         assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
 
 
 def test_saves_no_attention_matrix():
-    """What autograd keeps for the fused op: inputs, output and the fp32 lse; nothing N x N."""
+    """What autograd keeps for the fused op: its inputs and the fp32 lse; not the output (the backward derives
+    delta from its own probabilities), nothing N x N."""
     saved = []
 
     def pack(t):
@@ -146,10 +195,11 @@ def test_saves_no_attention_matrix():
         out = swin_fused.window_attention(qkv, table, 2, 7, 3)
     n_tokens = 2 * 14 * 14
     assert all(t.shape[-2:] != (49, 49) for t in saved), [tuple(t.shape) for t in saved]
-    # Besides the inputs: the output, one lse per (token, head), and (eager route) the head-major copy of the
-    # table that both launchers read, made once in the forward.
+    # Besides the inputs: one lse per (token, head), and (eager route) the head-major copy of the table that
+    # both launchers read, made once in the forward.
+    assert all(t is not out for t in saved)
     total = sum(t.numel() for t in saved if t is not qkv and t is not table)
-    assert total in (out.numel() + n_tokens * 2, out.numel() + n_tokens * 2 + table.numel())
+    assert total in (n_tokens * 2, n_tokens * 2 + table.numel())
 
 
 def test_gradient_to_table_in_fp32_under_half_qkv():

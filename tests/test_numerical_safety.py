@@ -49,9 +49,12 @@ def overflow_inputs(magnitude=300.0):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("window, shift", [(4, 2), (12, 6)], ids=["one-tile", "tiled"])
 @pytest.mark.parametrize("scale", [None, 2e-5], ids=["default-scale-sharp-softmax", "tiny-scale-soft-softmax"])
-def test_fp16_scores_beyond_half_range_stay_finite(scale, backend):
+def test_fp16_scores_beyond_half_range_stay_finite(scale, window, shift, backend):
+    """(A 12 x 12 window on the 8 x 8 map: one padded window, the backward's tiled path.)"""
     qkv16, table, dout = overflow_inputs()
+    table = torch.randn((2 * window - 1) ** 2, HEADS, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     dout16 = dout.to(DEVICE, torch.float16)
 
     def grads(fn, dtype, table_dtype):
@@ -62,7 +65,7 @@ def test_fp16_scores_beyond_half_range_stay_finite(scale, backend):
         return out.detach(), x.grad, t.grad
 
     def ref(x, t):
-        return reference(x, t, HEADS, (4, 4), (2, 2), scale)
+        return reference(x, t, HEADS, (window, window), (shift, shift), scale)
 
     ref64 = grads(ref, torch.float64, torch.float64)
     ref32 = grads(ref, torch.float32, torch.float32)
@@ -70,8 +73,8 @@ def test_fp16_scores_beyond_half_range_stay_finite(scale, backend):
     if scale is None:  # the inputs do overflow fp16: plain half-precision PyTorch gets inf / NaN
         assert not torch.isfinite(plain16[0]).all()
     with swin_fused.use_backend(backend):
-        fused = grads(lambda x, t: swin_fused.window_attention(x, t, HEADS, 4, 2, scale=scale), torch.float16,
-                      torch.float32)
+        fused = grads(lambda x, t: swin_fused.window_attention(x, t, HEADS, window, shift, scale=scale),
+                      torch.float16, torch.float32)
     for name, got, r32, p16, r64 in zip(("out", "dqkv", "dtable"), fused, ref32, plain16, ref64):
         assert torch.isfinite(r32).all()
         assert torch.isfinite(got).all(), f"{name}: non-finite where the fp32 reference is finite"

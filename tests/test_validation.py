@@ -196,14 +196,13 @@ def test_launcher_buffers_are_validated():
     dout = torch.randn_like(out)
     with pytest.raises(ValueError, match=r"lse must be the forward's float32 \[B \* nW, heads, N\] = \(9, 2, 4\) "
                                          r"log-sum-exp .*got \(9, 2\) torch.float32"):
-        window_attention_bwd(dout, qkv, out, lse[..., 0], table, *args)
+        window_attention_bwd(dout, qkv, lse[..., 0], table, *args)
     with pytest.raises(ValueError, match=r"lse must be .*got \(9, 2, 4\) torch.float16"):
-        window_attention_bwd(dout, qkv, out, lse.half(), table, *args)
-    with pytest.raises(ValueError, match=r"out and dout must be \[B, H, W, C\] = \(1, 5, 6, 32\) .*"
-                                         r"got \(1, 5, 6, 32\) and \(1, 5, 5, 32\)"):
-        window_attention_bwd(dout[:, :, :5], qkv, out, lse, table, *args)
+        window_attention_bwd(dout, qkv, lse.half(), table, *args)
+    with pytest.raises(ValueError, match=r"dout must be \[B, H, W, C\] = \(1, 5, 6, 32\) .*got \(1, 5, 5, 32\)"):
+        window_attention_bwd(dout[:, :, :5], qkv, lse, table, *args)
     with pytest.raises(ValueError, match=r"dqkv must be a \(1, 5, 6, 96\) torch.float32 tensor .*got \(1, 5, 6, 95\)"):
-        window_attention_bwd(dout, qkv, out, lse, table, *args, dqkv=torch.empty(1, 5, 6, 95, device=DEVICE))
+        window_attention_bwd(dout, qkv, lse, table, *args, dqkv=torch.empty(1, 5, 6, 95, device=DEVICE))
     # Buffers whose rows overlap (every program would write the same row) or that alias the input.
     overlapping = {"out": torch.empty(32, device=DEVICE).expand(1, 5, 6, 32), "in qkv": qkv[..., :32]}
     for name, buffer in overlapping.items():
@@ -211,14 +210,14 @@ def test_launcher_buffers_are_validated():
                                              r"input"):
             window_attention_fwd(qkv, table, *args, out=buffer)
     with pytest.raises(ValueError, match=r"dqkv must be .*neither overlap"):
-        window_attention_bwd(dout, qkv, out, lse, table, *args, dqkv=qkv)
+        window_attention_bwd(dout, qkv, lse, table, *args, dqkv=qkv)
     # An lse with the forward's values in other strides: read as the forward wrote it, not misindexed.
-    reference = window_attention_bwd(dout, qkv, out, lse, table, *args)
+    reference = window_attention_bwd(dout, qkv, lse, table, *args)
     strided_lse = lse.transpose(0, 2).contiguous().transpose(0, 2)
-    for got, want in zip(window_attention_bwd(dout, qkv, out, strided_lse, table, *args), reference):
+    for got, want in zip(window_attention_bwd(dout, qkv, strided_lse, table, *args), reference):
         assert torch.equal(got, want)
     with pytest.raises(ValueError, match=r"shift_size must satisfy .*got shift \(3, 1\)"):
-        window_attention_bwd(dout, qkv, out, lse, table, HEADS, (2, 2), (3, 1), None, pad)
+        window_attention_bwd(dout, qkv, lse, table, HEADS, (2, 2), (3, 1), None, pad)
 
 
 def test_ops_refuses_gradient_without_lse():
