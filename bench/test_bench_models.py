@@ -10,7 +10,7 @@ import torch
 
 from bench_settings import DEVICE, DTYPE, MODEL_ROUNDS, ON_CUDA, selected
 from swin_fused.baselines import build_model, model_unavailable_reason
-from swin_fused.benchmarking import fused_unavailable_reason, inference_step, training_step
+from swin_fused.benchmarking import fused_unavailable_reason, impl_id, inference_step, training_step
 
 #: name: (inference batch, training batch) on CUDA. The CPU run keeps to Swin-T at batch 1.
 CUDA_BATCHES = {
@@ -30,9 +30,7 @@ ROWS = [
 
 
 def _row_id(row):
-    source, backend, compiled = row
-    label = {"triton": "fused", "torch": "torch_path"}.get(backend, source)
-    return ("ours-" + label if source == "ours" else label) + ("-compiled" if compiled else "-eager")
+    return impl_id(*row)
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])

@@ -10,10 +10,12 @@ Importing the package never touches CUDA or compiles a kernel.
 from .backend import get_backend, set_backend, use_backend
 from .checkpoint import CheckpointError, convert_state_dict, detect_layout, load_checkpoint, save_checkpoint
 from .configs import (
+    MODEL_ALIASES,
     MODEL_CONFIGS,
     PAPER_TABLE,
     create_model,
     list_models,
+    resolve_model_name,
     swin_base_patch4_window7_224,
     swin_base_patch4_window12_384,
     swin_large_patch4_window7_224,
@@ -56,7 +58,9 @@ __all__ = [
     "use_backend",
     "create_model",
     "list_models",
+    "resolve_model_name",
     "MODEL_CONFIGS",
+    "MODEL_ALIASES",
     "PAPER_TABLE",
     "swin_tiny_patch4_window7_224",
     "swin_small_patch4_window7_224",

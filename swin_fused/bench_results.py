@@ -40,10 +40,23 @@ class Result:
         return self.batch / self.median_s if self.kind == "model" and self.batch else None
 
 
+_ENV_KEYS = ("device", "dtype", "torch", "triton", "cuda", "commit")
+
+
+def _from_cli_bench(data: dict) -> Tuple[List[Result], Dict]:
+    """The rows ``swin-fused bench --json`` writes (one model, its measured rows; skipped rows dropped)."""
+    env = data.get("environment") or {}
+    batch, model = env.get("batch"), data.get("model", "?")
+    results = [Result("model", row.get("impl") or row.get("implementation", "?"), row.get("mode", ""), model,
+                      float(row["median_s"]), batch, {**row, "batch": batch})
+               for row in data["rows"] if isinstance(row, dict) and "median_s" in row]
+    return results, {k: env[k] for k in _ENV_KEYS if k in env}
+
+
 def load_results(path: str) -> Tuple[List[Result], Dict]:
-    """``(results, environment)`` from a ``--benchmark-json`` file, or from the JSON-lines file bench/ appends
-    to (``SWIN_FUSED_BENCH_JSONL``). Benchmarks without our extra_info are skipped; ``environment`` is the
-    first benchmark's device/dtype/versions/commit."""
+    """``(results, environment)`` from a ``--benchmark-json`` file, the JSON-lines file bench/ appends to
+    (``SWIN_FUSED_BENCH_JSONL``) or what ``swin-fused bench --json`` writes. Benchmarks without our extra_info
+    are skipped; ``environment`` is the first benchmark's device/dtype/versions/commit."""
     try:
         with open(path) as f:
             text = f.read()
@@ -56,8 +69,11 @@ def load_results(path: str) -> Tuple[List[Result], Dict]:
             data = {"benchmarks": [json.loads(line) for line in text.splitlines() if line.strip()]}
         except json.JSONDecodeError as error:
             raise ValueError(f"{path!r} is neither pytest-benchmark JSON nor JSON lines: {error}") from None
+    if isinstance(data, dict) and isinstance(data.get("rows"), list) and "environment" in data:
+        return _from_cli_bench(data)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ValueError(f"{path!r} is not pytest-benchmark JSON (no 'benchmarks' list)")
+        raise ValueError(f"{path!r} is neither pytest-benchmark JSON (no 'benchmarks' list) nor what "
+                         f"'swin-fused bench --json' writes (no 'rows' and 'environment')")
     results, env = [], {}
     for bench in data["benchmarks"]:
         if not isinstance(bench, dict):
@@ -69,7 +85,7 @@ def load_results(path: str) -> Tuple[List[Result], Dict]:
         results.append(Result(info["kind"], info.get("impl", "?"), info.get("mode", ""), subject,
                               float(bench["stats"]["median"]), info.get("batch"), info))
         if not env:
-            env = {k: info[k] for k in ("device", "dtype", "torch", "triton", "cuda", "commit") if k in info}
+            env = {k: info[k] for k in _ENV_KEYS if k in info}
     return results, env
 
 

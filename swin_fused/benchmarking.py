@@ -92,8 +92,18 @@ def device_name(device: torch.device) -> str:
 
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-    """Commit of the checkout this package runs from (``-dirty`` when modified), or ``"unknown"``."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """Commit of this package (``-dirty`` when modified), or ``"unknown"``: stamped at build time into an
+    installed copy (``_commit.txt``, see setup.py), else asked of the checkout it runs from (editable
+    installs, a bare checkout)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    try:
+        with open(os.path.join(package, "_commit.txt")) as f:
+            stamped = f.read().strip()
+        if stamped:
+            return stamped
+    except OSError:
+        pass
+    root = os.path.dirname(package)
     try:
         commit = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
@@ -127,6 +137,13 @@ def environment(device: torch.device, dtype: Optional[torch.dtype] = None, batch
     if batch is not None:
         info["batch"] = batch
     return info
+
+
+def impl_id(source: str, backend: Optional[str], compiled: bool) -> str:
+    """The name a model row goes by in benchmark records, tables and plots, e.g. ``ours-fused-eager``,
+    ``timm-compiled``: the same for ``pytest bench/`` and ``swin-fused bench --json``."""
+    label = {"triton": "fused", "torch": "torch_path"}.get(backend, source)
+    return ("ours-" + label if source == "ours" else label) + ("-compiled" if compiled else "-eager")
 
 
 def synchronize(device: torch.device) -> None:

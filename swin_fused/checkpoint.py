@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import uuid
+import warnings
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
@@ -395,8 +396,45 @@ def _compare(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> _Mismatch:
     return mismatch
 
 
-def _mismatch_message(source: str, layout: str, model: nn.Module, mismatch: _Mismatch, strict: bool) -> str:
+_BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+
+
+def _architecture(sd: Mapping[str, torch.Tensor]) -> Optional[dict]:
+    """embed_dim, depths, num_heads and window_size of an official-layout state dict (None when it lacks the
+    patch embedding or the bias tables that tell)."""
+    embed = sd.get("patch_embed.proj.weight")
+    if not isinstance(embed, torch.Tensor) or embed.dim() != 4:
+        return None
+    blocks: Dict[int, set] = {}
+    for key in sd:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    stages = range(max(blocks) + 1) if blocks else range(0)
+    tables = [sd.get(f"layers.{i}.blocks.0.attn.relative_position_bias_table") for i in stages]
+    if not tables or any(not isinstance(t, torch.Tensor) or t.dim() != 2 for t in tables):
+        return None
+    side = math.isqrt(tables[0].shape[0])
+    return dict(embed_dim=embed.shape[0], depths=tuple(len(blocks.get(i, ())) for i in stages),
+                num_heads=tuple(t.shape[1] for t in tables), window_size=(side + 1) // 2)
+
+
+def _describe_architecture(arch: dict) -> str:
+    from .configs import MODEL_CONFIGS
+
+    text = ", ".join(f"{k}={v}" for k, v in arch.items())
+    names = [name for name, cfg in MODEL_CONFIGS.items() if all(tuple(cfg[k]) == v if isinstance(v, tuple)
+                                                                 else cfg[k] == v for k, v in arch.items())]
+    return f"{' / '.join(names)} ({text})" if names else text
+
+
+def _mismatch_message(source: str, layout: str, model: nn.Module, mismatch: _Mismatch, strict: bool,
+                      sd: Optional[Mapping[str, torch.Tensor]] = None) -> str:
     lines = [f"{source} ({layout} layout) does not fit {type(model).__name__}; the model was not modified:"]
+    theirs, ours = (_architecture(sd), _architecture(model.state_dict())) if sd is not None else (None, None)
+    if theirs and ours and theirs != ours:
+        lines.append(f"  the checkpoint is {_describe_architecture(theirs)}; the model is "
+                     f"{_describe_architecture(ours)}: build the model with the checkpoint's config")
     if strict and mismatch.missing:
         lines.append(f"  missing keys ({len(mismatch.missing)}): {_describe_keys(mismatch.missing)}")
     if strict and mismatch.unexpected:
@@ -456,6 +494,8 @@ def load_checkpoint(
 
     Returns:
         ``torch.nn.modules.module._IncompatibleKeys`` (missing and unexpected keys; empty when ``strict``).
+        With ``strict=False``, a UserWarning also names the parameters left at their initialisation and the
+        checkpoint entries ignored, if any.
 
     Raises:
         FileNotFoundError: no such file.
@@ -480,8 +520,18 @@ def load_checkpoint(
     model = _bare_module(model)
     mismatch = _compare(model, sd)
     if mismatch.misshaped or mismatch.nonstandard_index or (strict and (mismatch.missing or mismatch.unexpected)):
-        raise CheckpointError(_mismatch_message(source, layout, model, mismatch, strict))
-    return model.load_state_dict(sd, strict=strict)
+        raise CheckpointError(_mismatch_message(source, layout, model, mismatch, strict, sd))
+    result = model.load_state_dict(sd, strict=strict)
+    if mismatch.missing or mismatch.unexpected:  # strict=False: say what was not loaded, never silently
+        parts = []
+        if mismatch.missing:
+            parts.append(f"left at their initialisation ({len(mismatch.missing)}): "
+                         f"{_describe_keys(mismatch.missing)}")
+        if mismatch.unexpected:
+            parts.append(f"ignored from the checkpoint ({len(mismatch.unexpected)}): "
+                         f"{_describe_keys(mismatch.unexpected)}")
+        warnings.warn(f"load_checkpoint({source}, strict=False): " + "; ".join(parts), stacklevel=2)
+    return result
 
 
 # -------------------------------------------------------------------------------------------------- saving

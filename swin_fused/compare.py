@@ -22,6 +22,7 @@ from .benchmarking import (
     environment,
     format_table,
     fused_unavailable_reason,
+    impl_id,
     inference_step,
     progress,
     synchronize,
@@ -88,11 +89,10 @@ def _prepare(source, backend, compiled, name, mode, device, dtype, batch, img, w
 
 def run(args: argparse.Namespace) -> int:
     from .cli import device_and_dtype
-    from .configs import MODEL_CONFIGS
+    from .configs import MODEL_CONFIGS, resolve_model_name
 
     device, dtype = device_and_dtype(args)
-    if args.model not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(MODEL_CONFIGS)}")
+    args.model = resolve_model_name(args.model)
     on_cuda = device.type == "cuda"
     batch = args.batch or (128 if on_cuda else 2)
     iters = args.iters or (20 if on_cuda else 3)
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     steps = {}  # index in results -> step()
     for (label, source, backend, compiled), mode in progress([(r, m) for m in modes for r in ROWS],
                                                               desc="build + warm up", enabled=show):
-        entry = {"implementation": label, "mode": mode, "source": source, "backend": backend, "compiled": compiled}
+        entry = {"implementation": label, "impl": impl_id(source, backend, compiled), "mode": mode, "source": source,
+                 "backend": backend, "compiled": compiled}
         reason = _skip_reason(source, backend, compiled, args.model, device)
         if not reason:
             try:

@@ -6,11 +6,13 @@ override the config (``num_classes=0`` for a backbone, ``drop_path_rate=...``). 
 """
 from __future__ import annotations
 
+import difflib
 from typing import Callable, Dict, NamedTuple, Optional
 
 from .model import SwinTransformer
 
-__all__ = ["MODEL_CONFIGS", "PAPER_TABLE", "PaperRow", "create_model", "list_models"]
+__all__ = ["MODEL_CONFIGS", "MODEL_ALIASES", "PAPER_TABLE", "PaperRow", "create_model", "list_models",
+           "resolve_model_name"]
 
 
 class PaperRow(NamedTuple):
@@ -47,11 +49,40 @@ PAPER_TABLE: Dict[str, PaperRow] = {
 }
 
 
+#: Short names in common use (torchvision's ``swin_t``, the paper's "Swin-T", ...) -> the config's name. Matched
+#: after lower-casing and reading ``-`` as ``_``, so ``Swin-T`` and ``swin-b-384`` work too.
+MODEL_ALIASES: Dict[str, str] = {
+    **{alias: "swin_tiny_patch4_window7_224" for alias in ("swin_t", "swin_tiny", "swin_tiny_224")},
+    **{alias: "swin_small_patch4_window7_224" for alias in ("swin_s", "swin_small", "swin_small_224")},
+    **{alias: "swin_base_patch4_window7_224" for alias in ("swin_b", "swin_base", "swin_base_224", "swin_b_224")},
+    **{alias: "swin_base_patch4_window12_384" for alias in ("swin_b_384", "swin_base_384")},
+    **{alias: "swin_large_patch4_window7_224" for alias in ("swin_l", "swin_large", "swin_large_224", "swin_l_224")},
+    **{alias: "swin_large_patch4_window12_384" for alias in ("swin_l_384", "swin_large_384")},
+}
+
+
+def resolve_model_name(name: str) -> str:
+    """A config name, or an alias of one (:data:`MODEL_ALIASES`), -> the config's name in :data:`MODEL_CONFIGS`.
+
+    Raises ValueError naming the closest names for anything else."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if name in MODEL_CONFIGS:
+        return name
+    key = name.strip().lower().replace("-", "_")
+    if key in MODEL_CONFIGS:
+        return key
+    if key in MODEL_ALIASES:
+        return MODEL_ALIASES[key]
+    close = difflib.get_close_matches(key, [*MODEL_CONFIGS, *MODEL_ALIASES], n=3, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint}; expected one of {', '.join(MODEL_CONFIGS)} or a short name "
+                     f"such as {', '.join(sorted(set(MODEL_ALIASES) - set(MODEL_CONFIGS))[:6])}")
+
+
 def create_model(name: str, **overrides) -> SwinTransformer:
-    """Build a named config; ``overrides`` replace any constructor keyword."""
-    if name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_CONFIGS)}")
-    return SwinTransformer(**{**MODEL_CONFIGS[name], **overrides})
+    """Build a named config (or an alias such as ``"swin_t"``); ``overrides`` replace any constructor keyword."""
+    return SwinTransformer(**{**MODEL_CONFIGS[resolve_model_name(name)], **overrides})
 
 
 def list_models():

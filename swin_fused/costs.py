@@ -9,7 +9,8 @@ never disagree. Counts are of *useful* work at the minimum traffic a fused kerne
   ``N^2 hd`` matmuls against the forward's two);
 - forward bytes: qkv read once, out written once, the bias table read once, the fp32 log-sum-exp written
   (when gradients are needed);
-- backward bytes: qkv, out, dout and lse read, dqkv written, the fp32 table gradient written.
+- backward bytes: qkv, dout and lse read, dqkv written, the fp32 table gradient written (the backward derives
+  delta = rowsum(P * dP) from its own recomputed probabilities, so it does not read the output).
 
 Padding is virtual (padded tokens cost FLOPs, not bytes): windows are counted on the padded map, bytes on
 the real one.
@@ -73,11 +74,9 @@ class OpCost:
 
 def _stage_layout(model_name: str, img_size: Optional[int] = None):
     """Yield ``(stage, side, dim, heads, {(window, shift): number of blocks})`` per stage of a named config."""
-    from .configs import MODEL_CONFIGS
+    from .configs import MODEL_CONFIGS, resolve_model_name
 
-    if model_name not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {model_name!r}; expected one of {', '.join(MODEL_CONFIGS)}")
-    cfg = MODEL_CONFIGS[model_name]
+    cfg = MODEL_CONFIGS[resolve_model_name(model_name)]
     img = cfg["img_size"] if img_size is None else img_size
     if isinstance(img, bool) or not isinstance(img, int) or img < 4:
         raise ValueError(f"img_size must be an int >= 4, got {img!r}")
@@ -153,8 +152,8 @@ def window_attention_cost(
     lse_bytes = n_windows * shape.heads * N * 4  # fp32
     if not backward:
         return OpCost(fwd_flops, qkv_bytes + out_bytes + table_bytes + (lse_bytes if saves_lse else 0))
-    # read qkv, out, dout, lse, table; write dqkv and the fp32 table gradient
-    moved = qkv_bytes + 2 * out_bytes + lse_bytes + table_bytes + qkv_bytes + shape.table_rows * shape.heads * 4
+    # read qkv, dout, lse, table; write dqkv and the fp32 table gradient
+    moved = qkv_bytes + out_bytes + lse_bytes + table_bytes + qkv_bytes + shape.table_rows * shape.heads * 4
     return OpCost(BACKWARD_FLOP_RATIO * fwd_flops, moved)
 
 

@@ -458,6 +458,10 @@ class PatchEmbed(nn.Module):
         if min(x.shape[0], x.shape[2], x.shape[3]) <= 0:
             raise ValueError(f"expected a non-empty batch of images [B, {self.in_chans}, H, W] (B, H, W >= 1), "
                              f"got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"expected floating-point images (the model's dtype, "
+                            f"{self.proj.weight.dtype}), got {x.dtype}: convert and normalise first, e.g. "
+                            f"x.float() / 255 followed by the mean/std normalisation the weights were trained with")
         H, W = x.shape[2:]
         ph, pw = self.patch_size
         if H % ph or W % pw:

@@ -30,20 +30,25 @@ def _pyplot():
 
 
 def _grouped_bars(plt, groups: Sequence[str], series: "dict[str, list]", ylabel: str, title: str, path: str,
-                  baseline: Optional[float] = None) -> str:
+                  baseline: Optional[float] = None, value_format: str = "{:.2f}") -> str:
+    """One group of bars per ``groups`` entry, each labelled with its value; the legend sits outside the axes,
+    so it never hides a bar."""
     n = max(1, len(series))
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * (1 + 0.3 * n)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) * (1 + 0.3 * n)) + 2.5, 4.5))
     for k, (name, values) in enumerate(series.items()):
         xs = [i + (k - (n - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [v if v is not None else 0 for v in values], width, label=name)
+        bars = ax.bar(xs, [v if v is not None else 0 for v in values], width, label=name)
+        ax.bar_label(bars, labels=[value_format.format(v) if v is not None else "" for v in values], fontsize=7,
+                     rotation=90 if n * len(groups) > 8 else 0, padding=2)
     if baseline is not None:
         ax.axhline(baseline, color="black", linewidth=0.8, linestyle="--")
+    ax.margins(y=0.18)  # room above the tallest bar for its label
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -69,8 +74,9 @@ def _throughput_chart(plt, results: List[Result], mode: str, outdir: str, subtit
         return None
     models = list(table)
     series = {i: [table[m][i].images_per_s if i in table[m] else None for m in models] for i in impls}
-    return _grouped_bars(plt, models, series, "images/s", f"model {mode} throughput{subtitle}",
-                         os.path.join(outdir, f"model_throughput_{mode}.png"))
+    labels = [f"{m}\nbatch {next(iter(table[m].values())).batch}" for m in models]
+    return _grouped_bars(plt, labels, series, "images/s", f"model {mode} throughput{subtitle}",
+                         os.path.join(outdir, f"model_throughput_{mode}.png"), value_format="{:,.0f}")
 
 
 def render(json_paths: Sequence[str], outdir: str) -> List[str]:
@@ -94,8 +100,9 @@ def render(json_paths: Sequence[str], outdir: str) -> List[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("json", nargs="+", help="pytest-benchmark JSON (pytest bench/ --benchmark-json=FILE) or "
-                                                "the JSON lines of SWIN_FUSED_BENCH_JSONL; several are merged")
+    parser.add_argument("json", nargs="+", help="pytest-benchmark JSON (pytest bench/ --benchmark-json=FILE), "
+                                                "the JSON lines of SWIN_FUSED_BENCH_JSONL or what 'swin-fused bench "
+                                                "--json' writes; several are merged")
     parser.add_argument("-o", "--outdir", default="bench-plots", help="folder for the PNG files")
 
 

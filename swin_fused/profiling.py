@@ -9,6 +9,7 @@ Chrome trace (open in chrome://tracing or https://ui.perfetto.dev).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -48,11 +49,10 @@ def _sort_key(on_cuda: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .cli import CommandError, device_and_dtype
-    from .configs import MODEL_CONFIGS, create_model
+    from .configs import MODEL_CONFIGS, create_model, resolve_model_name
 
     device, dtype = device_and_dtype(args)
-    if args.model not in MODEL_CONFIGS:
-        raise ValueError(f"unknown model {args.model!r}; expected one of {', '.join(MODEL_CONFIGS)}")
+    args.model = resolve_model_name(args.model)
     on_cuda = device.type == "cuda"
     if args.backend == "triton":
         reason = fused_unavailable_reason(device)
@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
         step()
     synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    if not on_cuda:
+        # Kineto (read at the profiler's first start) otherwise prints "gpuGetDeviceCount failed" and its
+        # start/stop lines to stderr on a machine without a GPU: noise for a CPU profile. On CUDA its messages
+        # (CUPTI permissions, say) matter and stay.
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=activities, record_shapes=False) as prof:
         for _ in progress(range(args.steps), desc="profile", enabled=show):
             step()

@@ -36,16 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _models(spec: str) -> List[str]:
-    from .configs import MODEL_CONFIGS
+    from .configs import MODEL_CONFIGS, resolve_model_name
 
     if spec == "all":
         return list(MODEL_CONFIGS)
     names = [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_CONFIGS]
-    if unknown or not names:
-        raise ValueError(f"unknown model(s) {unknown or spec!r}; expected 'all' or names from "
-                         f"{', '.join(MODEL_CONFIGS)}")
-    return names
+    if not names:
+        raise ValueError(f"no model names in {spec!r}; expected 'all' or names from {', '.join(MODEL_CONFIGS)}")
+    return [resolve_model_name(n) for n in names]
 
 
 def measure_table(names: List[str], device: torch.device, dtype: torch.dtype, batch: int, iters: int, warmup: int,

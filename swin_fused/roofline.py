@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fused window attention, batch {args.batch}, {env['dtype']} on {env['device']} (torch {env['torch']}, "
           f"triton {env['triton']}, commit {env['commit']})")
     print("FLOPs: 4*N^2*hd per window-head forward (QK^T and PV), backward 2.5x; bytes: qkv read + out written "
-          "+ table + fp32 lse (forward, saved for backward); dout/out/lse/qkv read + dqkv/dtable written "
+          "+ table + fp32 lse (forward, saved for backward); dout/lse/qkv read + dqkv/dtable written "
           "(backward). Forward timed without grad (no lse written). kernel: the fused kernel's device time per "
           "call (torch.profiler); call: wall time per call, host work included. TFLOP/s, GB/s and roof from the "
           "kernel time.")

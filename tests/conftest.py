@@ -4,6 +4,14 @@ Without a GPU the Triton kernels run on the CPU through Triton's interpreter. On
 ``TRITON_INTERPRET=0 pytest`` (or leave it unset: CUDA is detected here, in the test process only).
 """
 import os
+import platform
+
+# Under the interpreter every tl.dot is a NumPy matmul, i.e. OpenBLAS, whose kernel (and so the order it sums a
+# dot's products in) is chosen per CPU: a verdict seen on an AVX-512 machine could differ on CI's AMD EPYC.
+# One kernel for every x86-64 machine (AVX2, which all of them have), set before anything loads NumPy; set the
+# variable yourself to try another.
+if platform.machine() in ("x86_64", "AMD64"):
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
 
 if "TRITON_INTERPRET" not in os.environ:
     import torch

@@ -491,7 +491,22 @@ def test_non_strict_load_reports_what_it_skipped():
     sd["aux.weight"] = torch.zeros(1)
     ours = package_model()
     head = ours.head.weight.clone()
-    result = load_checkpoint(ours, sd, strict=False)
+    with pytest.warns(UserWarning, match=r"strict=False\): left at their initialisation \(2\): head.weight, "
+                                         r"head.bias; ignored from the checkpoint \(1\): aux.weight"):
+        result = load_checkpoint(ours, sd, strict=False)
     assert sorted(result.missing_keys) == ["head.bias", "head.weight"] and result.unexpected_keys == ["aux.weight"]
     assert torch.equal(ours.head.weight, head)
     assert torch.equal(ours.norm.weight, source.norm.weight)
+
+
+def test_wrong_config_error_names_the_config_the_checkpoint_looks_like():
+    """A Swin-S checkpoint into a Swin-T model: the error says which config the checkpoint is, from its shapes."""
+    with torch.device("meta"):
+        small = swin_fused.swin_small_patch4_window7_224()
+        tiny = swin_fused.swin_tiny_patch4_window7_224()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tiny, small.state_dict())
+    message = str(info.value)
+    assert ("the checkpoint is swin_small_patch4_window7_224 (embed_dim=96, depths=(2, 2, 18, 2), "
+            "num_heads=(3, 6, 12, 24), window_size=7); the model is swin_tiny_patch4_window7_224 "
+            "(embed_dim=96, depths=(2, 2, 6, 2)") in message, message

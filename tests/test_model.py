@@ -123,6 +123,24 @@ def test_named_constructors_match_the_official_configs():
         swin_fused.create_model("swin_huge")
 
 
+@pytest.mark.parametrize("alias, name", [
+    ("swin_t", "swin_tiny_patch4_window7_224"), ("Swin-T", "swin_tiny_patch4_window7_224"),
+    ("swin-s", "swin_small_patch4_window7_224"), ("swin_b", "swin_base_patch4_window7_224"),
+    ("swin-b-384", "swin_base_patch4_window12_384"), ("swin_l", "swin_large_patch4_window7_224"),
+    ("SWIN_TINY_PATCH4_WINDOW7_224", "swin_tiny_patch4_window7_224"),
+])
+def test_short_model_names_resolve_to_the_configs(alias, name):
+    assert swin_fused.resolve_model_name(alias) == name
+    with torch.device("meta"):
+        assert swin_fused.create_model(alias).flops() == swin_fused.create_model(name).flops()
+
+
+def test_unknown_model_names_suggest_the_closest():
+    with pytest.raises(ValueError, match=r"unknown model 'swin_tiny_patch4_window7_22'.*did you mean "
+                                         r"'swin_tiny_patch4_window7_224'"):
+        swin_fused.resolve_model_name("swin_tiny_patch4_window7_22")
+
+
 def test_flops_at_other_divisible_sizes_follow_the_official_formula():
     model = swin_fused.create_model("swin_tiny_patch4_window7_224", num_classes=10)
     assert model.flops((448, 448)) == int(official_flops(448, 96, (2, 2, 6, 2), (3, 6, 12, 24), 7, num_classes=10))

@@ -12,9 +12,11 @@ Invalid: one argument of a valid call broken at random; the error must be a Valu
 internal crash) whose message names the parameter.
 
 Reproducible: derandomized, no example database; sizes bounded so that a launch stays at a dozen programs
-(the interpreter runs each one in Python).
+(the interpreter runs each one in Python). ``SWIN_FUSED_PROPERTY_SCALE=N`` runs N times as many examples
+(a sweep outside CI: about 3 s per gradient example on one core).
 """
 import math
+import os
 
 import pytest
 import torch
@@ -35,6 +37,12 @@ MAX_PROGRAMS = 12  # B * windows * heads per launch on the CPU interpreter
 PROPERTY = settings(deadline=None, derandomize=True, database=None, print_blob=True,
                     phases=[Phase.explicit, Phase.generate, Phase.shrink],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SCALE = int(os.environ.get("SWIN_FUSED_PROPERTY_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """``n`` generated examples per test in CI, ``SWIN_FUSED_PROPERTY_SCALE`` times as many in a sweep."""
+    return n * SCALE
 
 
 @st.composite
@@ -113,7 +121,7 @@ def describe(geo):
     return ", ".join(f"{k}={v}" for k, v in geo.items())
 
 
-@settings(PROPERTY, max_examples=22)
+@settings(PROPERTY, max_examples=examples(22))
 @given(geo=geometries())
 @with_edges
 def test_forward_matches_float64_on_both_backends(geo):
@@ -129,7 +137,7 @@ def test_forward_matches_float64_on_both_backends(geo):
         assert_within_torch_error(f"{backend} forward [{describe(geo)}]", out, plain, ref64, dtype)
 
 
-@settings(PROPERTY, max_examples=12)
+@settings(PROPERTY, max_examples=examples(12))
 @given(geo=geometries())
 @with_edges
 def test_gradients_match_float64_on_both_backends(geo):
@@ -214,7 +222,7 @@ BREAKERS = {
 }
 
 
-@settings(PROPERTY, max_examples=80)
+@settings(PROPERTY, max_examples=examples(80))
 @given(geo=geometries(dtypes=(torch.float32,)), breaker=st.sampled_from(sorted(BREAKERS)), data=st.data())
 def test_invalid_calls_fail_cleanly_naming_the_parameter(geo, breaker, data):
     qkv, table, pad, _ = make_tensors(geo)
@@ -239,7 +247,7 @@ def test_invalid_calls_fail_cleanly_naming_the_parameter(geo, breaker, data):
         pytest.fail(f"{breaker}: no error for {kwargs}")
 
 
-@settings(PROPERTY, max_examples=30)
+@settings(PROPERTY, max_examples=examples(30))
 @given(geo=geometries(dtypes=(torch.float32,)), breaker=st.sampled_from(
     ["window_zero", "shift_too_large", "shift_negative", "heads_not_dividing", "table_rows", "table_window_small",
      "pad_length", "qkv_rank"]), data=st.data())

@@ -358,6 +358,9 @@ def test_model_forward_errors():
             model(torch.randn(shape))
     with pytest.raises(ValueError, match=re.escape("expected images [B, 3, H, W], got shape (1, 32, 32, 3)")):
         model(torch.randn(1, 32, 32, 3))  # channels-last images: a clear error, not a wrong answer
+    with pytest.raises(TypeError, match=r"expected floating-point images \(the model's dtype, torch.float32\), "
+                                        r"got torch.uint8: convert and normalise first"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))  # a decoded image, straight from the loader
 
 
 def test_checkpoint_functions_name_a_model_that_is_not_a_module(tmp_path):
