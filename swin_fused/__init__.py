@@ -7,8 +7,8 @@ Quick start::
 
 Importing the package never touches CUDA or compiles a kernel.
 """
+from .backbone import SwinBackbone
 from .backend import get_backend, set_backend, use_backend
-from .checkpoint import CheckpointError, convert_state_dict, detect_layout, load_checkpoint, save_checkpoint
 from .configs import (
     MODEL_ALIASES,
     MODEL_CONFIGS,
@@ -33,12 +33,20 @@ from .model import (
     SwinTransformerBlock,
     WindowAttention,
 )
-from .optimize import OptimizeReport, optimize
+from .interop import (LAYOUTS, CheckpointError, LoadResult, OptimizeReport, convert_state_dict, detect_layout,
+                      load_checkpoint, optimize, save_checkpoint)
+from .semantics import SEMANTICS, SizeRule, size_rule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SwinTransformer",
+    "SwinBackbone",
+    "SEMANTICS",
+    "SizeRule",
+    "size_rule",
+    "LAYOUTS",
+    "LoadResult",
     "SwinTransformerBlock",
     "SwinBlock",
     "WindowAttention",

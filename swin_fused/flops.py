@@ -14,7 +14,10 @@ def model_flops(model, img_size: Optional[Sequence[int]] = None) -> int:
     """Multiply-adds of one image through a :class:`swin_fused.SwinTransformer` at ``img_size`` (H, W)."""
     pe = model.patch_embed
     H, W = to_2tuple(img_size, "img_size") if img_size is not None else pe.img_size
-    res = (-(-H // pe.patch_size[0]), -(-W // pe.patch_size[1]))
+    if getattr(pe, "pad", True):  # the image is padded to whole patches; else the remainder is dropped
+        res = (-(-H // pe.patch_size[0]), -(-W // pe.patch_size[1]))
+    else:
+        res = (H // pe.patch_size[0], W // pe.patch_size[1])
     flops = pe.flops(res)
     # The official count of the final norm divides the stage-1 token count by 2**num_layers (not 4**...):
     # kept, so that the nominal-size number is the official one.

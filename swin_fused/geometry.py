@@ -27,6 +27,7 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "relative_position_index",
+    "same_index",
     "table_gather_index",
     "region_ids",
     "shift_mask",
@@ -151,6 +152,16 @@ def relative_position_index(window: Pair, device=None, table_window: Optional[Pa
     # Dynamo traces without its warning about lru_cache wrappers.
     build = _relative_position_index_cpu.__wrapped__ if torch.compiler.is_compiling() else _relative_position_index_cpu
     return build(window[0], window[1], th, tw).to(device)
+
+
+def same_index(incoming: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether a relative position index (a checkpoint's, a library's) equals ``own`` (the standard one), any
+    device or dtype. Meta tensors (models built without storage) carry no values and count as equal."""
+    if incoming.shape != own.shape:
+        return False
+    if incoming.is_meta or own.is_meta:
+        return True
+    return torch.equal(incoming.to(own.device), own.to(incoming.dtype))
 
 
 @functools.lru_cache(maxsize=64)

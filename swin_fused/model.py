@@ -3,12 +3,15 @@
 Layout follows microsoft/Swin-Transformer ``models/swin_transformer.py`` so that official checkpoints load
 with ``strict=True``. Inside, blocks work on channels-last maps ``[B, H, W, C]`` of any size and send their
 window attention through :func:`swin_fused.window_attention`, which the backend switch routes to the fused
-Triton op or the PyTorch path.
+Triton op or the PyTorch path. ``semantics=`` chooses which library's rule decides a block's window and shift
+at sizes other than the built one (:mod:`swin_fused.semantics`); the state-dict layout is the official one
+whatever the semantics.
 """
 from __future__ import annotations
 
+import difflib
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,16 +19,13 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 
 from .functional import window_attention
-from .geometry import (
-    effective_window_shift,
-    padded_size,
-    relative_position_index,
-    shift_mask,
-    to_2tuple,
-)
+from .geometry import padded_size, relative_position_index, same_index, shift_mask, to_2tuple
 from .reference import relative_position_bias
+from .semantics import size_rule
 
 __all__ = [
+    "STATE_DICT_CONVERTERS",
+    "stage_resolution",
     "Mlp",
     "DropPath",
     "WindowAttention",
@@ -38,6 +38,25 @@ __all__ = [
 ]
 
 Pair = Tuple[int, int]
+
+#: Renamers of foreign state-dict layouts (timm, torchvision, HF, detection ...) onto the official keys, which
+#: ``SwinTransformer._load_from_state_dict`` runs so that ``model.load_state_dict(foreign_sd)`` just works.
+#: :mod:`swin_fused.interop` registers its one when the package is imported (this module never imports it).
+STATE_DICT_CONVERTERS: List[Callable[[dict, str], None]] = []
+
+
+def _reject_unknown_keywords(owner: str, kwargs: dict, valid: Iterable[str]) -> None:
+    """A keyword no constructor of the official code takes is a TypeError naming it and the closest valid one,
+    never silently ignored (``num_clases=10`` would otherwise build a 1000-class model)."""
+    for name in kwargs:
+        close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")
+
+
+def _side(pair: Pair):
+    """An official attribute value: the int of a square window or shift, the pair otherwise."""
+    return pair[0] if pair[0] == pair[1] else pair
 
 
 def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
@@ -195,8 +214,6 @@ class WindowAttention(nn.Module):
                               error_msgs):
         # The index is derivable, so a dict may omit it (timm's do); one that differs from the standard formula
         # cannot be honoured, because the fused kernels compute the standard index from coordinates.
-        from .checkpoint import same_index
-
         key = prefix + "relative_position_index"
         incoming = state_dict.get(key)
         if isinstance(incoming, torch.Tensor) and incoming.shape == self.relative_position_index.shape:
@@ -222,10 +239,12 @@ class WindowAttention(nn.Module):
 class SwinTransformerBlock(nn.Module):
     """Swin Transformer block: ``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``.
 
-    Official constructor. Accepts ``[B, H, W, C]`` maps of any size, or the official ``[B, L, C]`` with
-    ``L = H * W`` of ``input_resolution``. If the map is not larger than the window, the block uses
-    window = min(H, W) and no shift (decided per call from the actual size, as the official code does at
-    construction).
+    Official constructor, plus ``semantics`` (:mod:`swin_fused.semantics`). Accepts ``[B, H, W, C]`` maps of
+    any size, or the official ``[B, L, C]`` with ``L = H * W`` of ``input_resolution``. The block keeps the
+    window and shift it was configured with and decides, on each forward, what it uses on the map it gets
+    (:meth:`window_and_shift`). ``window_size`` / ``shift_size`` hold what it uses at ``input_resolution``
+    (the official attributes: under the official rule a map no larger than the window is one unshifted
+    window there).
     """
 
     def __init__(
@@ -244,6 +263,7 @@ class SwinTransformerBlock(nn.Module):
         act_layer=nn.GELU,
         norm_layer=nn.LayerNorm,
         fused_window_process=False,
+        semantics="official",
     ):
         super().__init__()
         self.dim = dim
@@ -255,25 +275,28 @@ class SwinTransformerBlock(nn.Module):
         _check_positive_int("window_size", window_size)
         if isinstance(shift_size, bool) or not isinstance(shift_size, int) or not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be an int in [0, window_size={window_size}), got {shift_size!r}")
-        (self.window_size, _), (self.shift_size, _) = effective_window_shift(
-            self.input_resolution, window_size, shift_size
-        )
+        self.rule = size_rule(semantics)
+        self.semantics = self.rule.name
+        #: (window, shift) as configured; every forward decides from these and the map it gets.
+        self.configured = (to_2tuple(window_size), to_2tuple(shift_size))
+        self.built = self.rule.built(self.input_resolution, *self.configured)
+        self.window_size, self.shift_size = _side(self.built.window), _side(self.built.shift)
 
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(
-            dim, window_size=to_2tuple(self.window_size), num_heads=num_heads, qkv_bias=qkv_bias,
+            dim, window_size=self.built.table_window, num_heads=num_heads, qkv_bias=qkv_bias,
             qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-        if self.shift_size > 0:
+        if self.rule.keeps_mask_buffer and any(self.built.shift):
             # Kept for checkpoint compatibility only (official dicts carry it); the fused and PyTorch paths
             # derive the mask from indices for whatever size they are given.
             H, W = self.input_resolution
-            ws = (self.window_size, self.window_size)
-            attn_mask = shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, (self.shift_size,) * 2)
+            ws = self.built.window
+            attn_mask = shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, self.built.shift)
         else:
             attn_mask = None
         self.register_buffer("attn_mask", attn_mask)
@@ -291,8 +314,8 @@ class SwinTransformerBlock(nn.Module):
             missing_keys.remove(key)
 
     def window_and_shift(self, H: int, W: int) -> Tuple[Pair, Pair]:
-        """The ``(window, shift)`` this block uses on an ``H x W`` map."""
-        return effective_window_shift((H, W), self.window_size, self.shift_size)
+        """The ``(window, shift)`` this block uses on an ``H x W`` map, by its semantics' rule (host ints)."""
+        return self.rule.at(H, W, self.configured, self.built)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() not in (3, 4) or x.shape[-1] != self.dim:
@@ -310,12 +333,13 @@ class SwinTransformerBlock(nn.Module):
 
     def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
         window, shift = self.window_and_shift(x.shape[1], x.shape[2])
-        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), window, shift))
+        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), window, shift, self.rule.shift_before_pad))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
-                f"window_size={self.window_size}, shift_size={self.shift_size}, mlp_ratio={self.mlp_ratio}")
+                f"window_size={self.window_size}, shift_size={self.shift_size}, mlp_ratio={self.mlp_ratio}"
+                + (f", semantics={self.semantics}" if self.semantics != "official" else ""))
 
     def flops(self, resolution: Optional[Pair] = None) -> int:
         """Multiply-adds (official count) at ``resolution`` (default ``input_resolution``)."""
@@ -397,6 +421,7 @@ class BasicLayer(nn.Module):
         downsample=None,
         use_checkpoint=False,
         fused_window_process=False,
+        semantics="official",
     ):
         super().__init__()
         self.dim = dim
@@ -410,7 +435,7 @@ class BasicLayer(nn.Module):
                     shift_size=0 if (i % 2 == 0) else window_size // 2, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                     qk_scale=qk_scale, drop=drop, attn_drop=attn_drop,
                     drop_path=drop_path[i] if isinstance(drop_path, (list, tuple)) else drop_path,
-                    norm_layer=norm_layer,
+                    norm_layer=norm_layer, semantics=semantics,
                 )
                 for i in range(depth)
             ]
@@ -437,11 +462,14 @@ class BasicLayer(nn.Module):
 class PatchEmbed(nn.Module):
     """Patch partition + linear embedding: Conv2d(k = s = patch) -> ``[B, H/p, W/p, C]`` -> LayerNorm.
 
-    Images whose sides are not multiples of the patch are zero-padded at the bottom/right.
+    Images whose sides are not multiples of the patch are zero-padded at the bottom/right (``pad=True``: the
+    official code, the detection backbone, HF) or lose the remainder to the strided convolution (``pad=False``:
+    torchvision, timm).
     """
 
-    def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None):
+    def __init__(self, img_size=224, patch_size=4, in_chans=3, embed_dim=96, norm_layer=None, pad=True):
         super().__init__()
+        self.pad = pad
         img_size, patch_size = to_2tuple(img_size, "img_size"), to_2tuple(patch_size, "patch_size")
         self.img_size = img_size
         self.patch_size = patch_size
@@ -464,8 +492,10 @@ class PatchEmbed(nn.Module):
                             f"x.float() / 255 followed by the mean/std normalisation the weights were trained with")
         H, W = x.shape[2:]
         ph, pw = self.patch_size
-        if H % ph or W % pw:
+        if self.pad and (H % ph or W % pw):
             x = F.pad(x, (0, -W % pw, 0, -H % ph))
+        elif H < ph or W < pw:
+            raise ValueError(f"images of {H}x{W} are smaller than one {ph}x{pw} patch")
         x = self.proj(x).permute(0, 2, 3, 1)  # B, H/p, W/p, C
         return self.norm(x) if self.norm is not None else x
 
@@ -481,11 +511,18 @@ class SwinTransformer(nn.Module):
     """Swin Transformer (Liu et al., arXiv 2103.14030), official constructor and state-dict layout.
 
     Args:
-        img_size: nominal input size (sets the stored ``attn_mask`` buffers and the FLOP count); any size
-            works at run time.
+        img_size: nominal input size (the built size: sets the stored ``attn_mask`` buffers, the FLOP count and
+            what rules decided at construction see); any size works at run time.
         patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size, mlp_ratio, qkv_bias,
-        qk_scale, drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint:
-            as the official ``SwinTransformer``.
+        qk_scale, drop_rate, attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint,
+        fused_window_process: as the official ``SwinTransformer`` (the last does nothing here: the fused op
+            replaces the official fused window-process kernel).
+        semantics: whose rules decide window and shift at sizes other than the built one, and whether the
+            patch embedding pads: ``"official"`` (default), ``"detection"`` (also ``"mmdet"``, ``"mmseg"``),
+            ``"torchvision"``, ``"timm"`` or ``"transformers"``; see :mod:`swin_fused.semantics`. With the
+            weights of that library, the outputs are that library's at every input size.
+
+    Any other keyword is a TypeError naming it and the closest valid one.
     """
 
     def __init__(
@@ -509,9 +546,13 @@ class SwinTransformer(nn.Module):
         patch_norm=True,
         use_checkpoint=False,
         fused_window_process=False,
+        semantics="official",
         **kwargs,
     ):
         super().__init__()
+        _reject_unknown_keywords(type(self).__name__, kwargs, _CONSTRUCTOR_KEYWORDS)
+        rule = size_rule(semantics)
+        self.semantics = rule.name
         _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size)
         _check_rates(mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
         self.num_classes = num_classes
@@ -525,7 +566,7 @@ class SwinTransformer(nn.Module):
 
         self.patch_embed = PatchEmbed(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-            norm_layer=norm_layer if self.patch_norm else None,
+            norm_layer=norm_layer if self.patch_norm else None, pad=rule.pads_patches,
         )
         num_patches = self.patch_embed.num_patches
         patches_resolution = self.patch_embed.patches_resolution
@@ -541,7 +582,7 @@ class SwinTransformer(nn.Module):
         for i_layer in range(self.num_layers):
             layer = BasicLayer(
                 dim=int(embed_dim * 2**i_layer),
-                input_resolution=(patches_resolution[0] // (2**i_layer), patches_resolution[1] // (2**i_layer)),
+                input_resolution=stage_resolution(patches_resolution, i_layer, rule.name == "official"),
                 depth=depths[i_layer],
                 num_heads=num_heads[i_layer],
                 window_size=window_size,
@@ -554,6 +595,7 @@ class SwinTransformer(nn.Module):
                 norm_layer=norm_layer,
                 downsample=PatchMerging if (i_layer < self.num_layers - 1) else None,
                 use_checkpoint=use_checkpoint,
+                semantics=rule,
             )
             self.layers.append(layer)
 
@@ -574,11 +616,10 @@ class SwinTransformer(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # Runs before the children read the dict: rename a recognisably timm or torchvision dict to official keys
-        # so that model.load_state_dict(timm_or_torchvision_sd) just works.
-        from .checkpoint import convert_foreign_keys_in_place
-
-        convert_foreign_keys_in_place(state_dict, prefix)
+        # Runs before the children read the dict: rename a recognisably foreign dict (timm, torchvision, HF, ...)
+        # to official keys so that model.load_state_dict(foreign_sd) just works.
+        for convert in STATE_DICT_CONVERTERS:
+            convert(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -631,6 +672,22 @@ class SwinTransformer(nn.Module):
         from .flops import model_flops
 
         return model_flops(self, img_size)
+
+
+#: What the official SwinTransformer takes (plus ``semantics``): anything else is a TypeError.
+_CONSTRUCTOR_KEYWORDS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depths", "num_heads",
+                         "window_size", "mlp_ratio", "qkv_bias", "qk_scale", "drop_rate", "attn_drop_rate",
+                         "drop_path_rate", "norm_layer", "ape", "patch_norm", "use_checkpoint", "fused_window_process",
+                         "semantics")
+
+
+def stage_resolution(patches_resolution: Pair, stage: int, floor: bool) -> Pair:
+    """Map size of ``stage`` at the built size: the official code divides the patch grid by 2^stage (it only
+    runs divisible sizes); merging pads odd sides, so the map really is the ceiling (what timm builds with)."""
+    scale = 2**stage
+    if floor:
+        return patches_resolution[0] // scale, patches_resolution[1] // scale
+    return -(-patches_resolution[0] // scale), -(-patches_resolution[1] // scale)
 
 
 def _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size):

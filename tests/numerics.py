@@ -19,6 +19,22 @@ def max_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return (x.double() - ref.double()).abs().max().item()
 
 
+def relative_error(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |x - ref| over max |ref|: the agreement of two models' outputs, whatever their scale."""
+    return max_err(x, ref) / ref.double().abs().max().clamp_min(1e-30).item()
+
+
+def perturb_(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Every parameter moved off its init (bias tables and biases start at or near zero, norms at one, which
+    would hide position and padding mistakes), in eval mode: the model an equivalence test compares."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            big = param.ndim == 1 or "relative_position_bias_table" in name
+            param.add_(torch.randn(param.shape, generator=g).to(param.device, param.dtype) * (0.5 if big else 0.05))
+    return model.eval()
+
+
 def assert_within_torch_error(name, kernel, torch_same_dtype, ref64, dtype, factor=2.0):
     """``err(kernel) <= factor * err(torch in the same dtype) + floor[dtype] * max(1, max|ref|)``; NaN
     (unwritten) fails."""

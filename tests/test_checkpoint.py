@@ -142,7 +142,8 @@ def test_unknown_and_swin_v2_layouts_are_clear_errors():
                                  block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2)
     with pytest.raises(ValueError, match="Swin V2"):
         convert_state_dict(v2.state_dict())
-    with pytest.raises(ValueError, match="layout must be 'auto' or one of official, timm, torchvision, got 'mmcls'"):
+    with pytest.raises(ValueError, match="layout must be 'auto' or one of official, detection, mmdet, timm, "
+                                         "torchvision, transformers, transformers-backbone, got 'mmcls'"):
         convert_state_dict(v2.state_dict(), layout="mmcls")
 
 
@@ -150,8 +151,8 @@ def test_unknown_and_swin_v2_layouts_are_clear_errors():
 
 
 def test_converted_weights_give_the_source_models_logits(foreign):
-    _, theirs = foreign
-    ours = swin_fused.SwinTransformer(img_size=224, **NARROW_224).eval().double()
+    layout, theirs = foreign
+    ours = swin_fused.SwinTransformer(img_size=224, **NARROW_224, semantics=layout).eval().double()
     converted = convert_state_dict(theirs.state_dict())
     # Every official key, relative_position_index included; attn_mask is left to the model.
     assert converted.keys() == {k for k in ours.state_dict() if not k.endswith("attn_mask")}
@@ -165,14 +166,15 @@ def test_converted_weights_give_the_source_models_logits(foreign):
 
 def test_model_load_state_dict_accepts_foreign_dicts_directly(foreign):
     """SwinTransformer's load hook renames a timm/torchvision dict, so plain load_state_dict(strict=True) works."""
-    _, theirs = foreign
-    via_function = swin_fused.SwinTransformer(img_size=224, **NARROW_224).double()
+    layout, theirs = foreign
+    via_function = swin_fused.SwinTransformer(img_size=224, **NARROW_224, semantics=layout).double()
     load_checkpoint(via_function, theirs.state_dict())
-    direct = swin_fused.SwinTransformer(img_size=224, **NARROW_224).double()
+    direct = swin_fused.SwinTransformer(img_size=224, **NARROW_224, semantics=layout).double()
     direct.load_state_dict(theirs.state_dict(), strict=True)
     assert_state_equal(direct, via_function.state_dict())
     # Also as a submodule: the hook converts only the keys under its own prefix.
-    detector = torch.nn.ModuleDict({"backbone": swin_fused.SwinTransformer(img_size=224, **NARROW_224).double(),
+    detector = torch.nn.ModuleDict({"backbone": swin_fused.SwinTransformer(img_size=224, **NARROW_224,
+                                                                           semantics=layout).double(),
                                     "neck": torch.nn.Linear(2, 2).double()})
     neck = {"neck.weight": torch.ones(2, 2, dtype=torch.float64), "neck.bias": torch.zeros(2, dtype=torch.float64)}
     detector.load_state_dict({**{f"backbone.{k}": v for k, v in theirs.state_dict().items()}, **neck}, strict=True)
@@ -189,7 +191,7 @@ def test_swin_t_dicts_convert_to_the_swin_t_keys_and_shapes(source):
     else:
         torchvision = pytest.importorskip("torchvision")
         theirs = torchvision.models.swin_t(weights=None)
-    ours = swin_fused.swin_tiny_patch4_window7_224()
+    ours = swin_fused.swin_tiny_patch4_window7_224(semantics=source)
     sd = theirs.state_dict()
     load_checkpoint(ours, sd)  # strict: every key present, no extra, every shape right
     converted = convert_state_dict(sd)

@@ -242,7 +242,7 @@ def test_idempotent_and_undo(monkeypatch):
     second = swin_fused.optimize(fast, verbose=False)
     assert second.patched == [] and second.already_optimized == first.patched and not second.left_alone
     attn = fast.features[1][1].attn
-    assert attn.forward.func is importlib.import_module("swin_fused.optimize")._torchvision_forward
+    assert attn.forward.func is importlib.import_module("swin_fused.interop.torchvision")._forward
     assert attn.forward.args == (attn,), "second call wrapped the first patch"
     spy = OpSpy(monkeypatch)
     assert_close(fast(x), ref, "optimized twice")

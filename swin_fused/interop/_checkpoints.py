@@ -1,23 +1,14 @@
-"""Checkpoints: read official, timm and torchvision Swin (V1) state dicts; save the package's own, atomically.
+"""Checkpoints of every source: recognise the layout, rename it onto the official keys, load all or nothing;
+save the package's own, atomically.
 
-The package's modules use the official Microsoft state-dict layout, so official checkpoints load as they are.
-This file renames the two other layouts in circulation onto it; no tensor is changed except the torchvision
-relative position index, which is reshaped from ``[N*N]`` to ``[N, N]``:
-
-- **timm >= 0.9**: the merging layer that ends official stage ``i - 1`` sits at the start of stage ``i``
-  (``layers.{i}.downsample``), the classifier is ``head.fc``, and the derivable buffers are not saved. timm's
-  merging concatenates the 2x2 neighbourhood as ``reshape(B, H/2, 2, W/2, 2, C).permute(0, 1, 3, 4, 2, 5)``:
-  channel block ``2 * col_parity + row_parity``, i.e. ``[x(0,0), x(1,0), x(0,1), x(1,1)]``, the official
-  ``[x0, x1, x2, x3]`` order, so its norm and reduction weights load unpermuted (the tests check this).
-- **torchvision** (``swin_t/s/b``): ``features.0.0`` conv and ``features.0.2`` norm, stage ``s`` blocks at
-  ``features.{2s+1}.{j}`` with the MLP as ``mlp.0`` / ``mlp.3``, merging at ``features.{2s+2}`` (same
-  concatenation order as official), the relative position index flattened.
+The libraries' layouts live with their adapters (``LAYOUTS`` in each module of :mod:`swin_fused.interop`); this
+module holds what they share: unwrapping files and wrappers, reading ``.safetensors``, checking every key and
+shape before anything is copied, the error messages, and writing.
 
 Public: :func:`detect_layout`, :func:`convert_state_dict`, :func:`load_checkpoint` (into a swin_fused
-SwinTransformer: read (``*.safetensors`` through the optional ``safetensors`` package), unwrap, convert, check every
-key and shape, then load: all or nothing) and :func:`save_checkpoint` (``{"model": state_dict}``
-through a temporary file and ``os.replace``). The buffers ``relative_position_index`` and ``attn_mask`` are
-derivable; the modules' load hooks (swin_fused/model.py) fill them in when a dict lacks them.
+``SwinTransformer`` or ``SwinBackbone``) and :func:`save_checkpoint` (``{"model": state_dict}`` through a
+temporary file and ``os.replace``). The buffers ``relative_position_index`` and ``attn_mask`` are derivable; the
+modules' load hooks fill them in when a dict lacks them.
 """
 from __future__ import annotations
 
@@ -27,74 +18,50 @@ import pickle
 import re
 import uuid
 import warnings
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+from torch.nn.modules.module import _IncompatibleKeys
 
-from .geometry import relative_position_index
-from .model import SwinTransformer, SwinTransformerBlock
+from ..backbone import SwinBackbone
+from ..geometry import relative_position_index, same_index
+from ..model import SwinTransformer, SwinTransformerBlock
+from . import detection, official, timm, torchvision, transformers
+from ._layouts import Layout, StateDict
 
-__all__ = [
-    "LAYOUTS",
-    "CheckpointError",
-    "detect_layout",
-    "convert_state_dict",
-    "load_checkpoint",
-    "save_checkpoint",
-]
+__all__ = ["LAYOUTS", "CheckpointError", "LoadResult", "detect_layout", "convert_state_dict", "load_checkpoint",
+           "save_checkpoint", "convert_foreign_keys_in_place"]
 
+_REGISTRY: Tuple[Layout, ...] = (*official.LAYOUTS, *detection.LAYOUTS, *timm.LAYOUTS, *torchvision.LAYOUTS,
+                                 *transformers.LAYOUTS)
 #: Layouts :func:`convert_state_dict` reads. "official" is also the package's own layout.
-LAYOUTS = ("official", "timm", "torchvision")
+LAYOUTS = tuple(layout.name for layout in _REGISTRY)
+_BY_NAME: Dict[str, Layout] = {layout.name: layout for layout in _REGISTRY}
 
-StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
 
 _SHOWN_KEYS = 10  # keys listed per category in error messages
-_WRAPPER_KEYS = ("model", "state_dict")  # official training/release files; timm and Lightning training files
+_WRAPPER_KEYS = ("model", "state_dict")  # official training/release files; timm, mmdet and Lightning files
 # DistributedDataParallel / DataParallel; torch.compile; a training wrapper holding the network as `.model`
 # (PyTorch Lightning modules, many trainers). Each is stripped only when every key carries it.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 _SWIN_V2_MARKERS = ("logit_scale", "cpb_mlp")
-
-_LAYER = re.compile(r"^layers\.(\d+)\.")
-_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(.+)$")
-_TV_FEATURE = re.compile(r"^features\.(\d+)\.(.+)$")
-_TV_BLOCK = re.compile(r"^(\d+)\.(.+)$")
-_TV_MLP = {"mlp.0.": "mlp.fc1.", "mlp.3.": "mlp.fc2."}
-_TV_EMBED = {"0.": "patch_embed.proj.", "2.": "patch_embed.norm."}
+_BACKBONE_LAYOUTS = ("detection", "mmdet", "transformers-backbone")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read, or does not fit the model (the model is left unchanged)."""
 
 
+class LoadResult(_IncompatibleKeys):
+    """What :func:`load_checkpoint` returns: the missing and unexpected keys (as ``load_state_dict``), and
+    ``source``, the layout it detected (or was told)."""
+
+    source: str
+
+
 # ---------------------------------------------------------------------------------------------- layouts
-
-
-def _guess_layout(keys: Iterable[str]) -> Optional[str]:
-    """One of :data:`LAYOUTS`, ``"swin_v2"``, or None when the keys fit no layout (or contradict each other)."""
-    keys = list(keys)
-    if any(marker in key for key in keys for marker in _SWIN_V2_MARKERS):
-        return "swin_v2"
-    if any(_TV_FEATURE.match(key) for key in keys):
-        return "torchvision"
-    stages = {int(m.group(1)) for m in map(_LAYER.match, keys) if m}
-    if not stages and not any(key.startswith("patch_embed.") for key in keys):
-        return None
-    merging = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, keys) if m}
-    # Official merging ends stages 0..n-2; timm's starts stages 1..n-1. With no merging at all (one stage)
-    # the two differ only in the head's name.
-    official = 0 in merging or "head.weight" in keys
-    last = max(stages, default=0)
-    timm = (last > 0 and last in merging) or any(key.startswith("head.fc.") for key in keys)
-    if official and timm:
-        return None
-    if timm:
-        return "timm"
-    if merging and not official:
-        return None  # merging only in middle stages: a partial dict whose placement cannot be told
-    return "official"
 
 
 def _describe_keys(keys: List[str]) -> str:
@@ -102,26 +69,37 @@ def _describe_keys(keys: List[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
 
 
-def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Which layout a Swin state dict uses: ``"official"`` (also the package's), ``"timm"`` or ``"torchvision"``.
+def _guess(keys: List[str]) -> List[Layout]:
+    return [layout for layout in _REGISTRY if layout.recognise(keys)]
 
-    Accepts an official release/training file's dict (``{"model": ...}``) or a ``{"state_dict": ...}``
-    wrapper as well. Raises ValueError for Swin V2 dicts and for keys that fit no layout, listing some.
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Which layout a Swin state dict uses: one of :data:`LAYOUTS`.
+
+    Accepts wrappers as :func:`load_checkpoint` does (``{"model": ...}``, ``{"state_dict": ...}``, DDP /
+    ``torch.compile`` key prefixes, a detector's ``backbone.*``). Raises ValueError for Swin V2 dicts and for keys
+    that fit no layout (or several), listing some.
     """
-    keys = list(_strip_wrapper_prefixes(_unwrap(state_dict, "state_dict")))
-    layout = _guess_layout(keys)
-    if layout == "swin_v2":
+    sd = _prepare(state_dict, "state_dict")
+    return _detect(list(sd)).name
+
+
+def _detect(keys: List[str]) -> Layout:
+    if any(marker in key for key in keys for marker in _SWIN_V2_MARKERS):
         raise ValueError("this is a Swin V2 state dict (it has logit_scale / cpb_mlp entries); swin_fused "
                          "implements Swin V1 only")
-    if layout is None:
-        raise ValueError(f"unknown Swin state-dict layout ({len(keys)} keys: {_describe_keys(keys)}); expected "
-                         f"the official (patch_embed.*, layers.{{i}}.blocks.{{j}}.*, layers.{{i}}.downsample.* "
-                         f"ending stage i, head.*), timm (downsample starting stage i, head.fc.*) or torchvision "
-                         f"(features.*) layout")
-    return layout
+    found = _guess(keys)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(f"ambiguous Swin state-dict layout: the keys fit {', '.join(l.name for l in found)} "
+                         f"({len(keys)} keys: {_describe_keys(keys)}); pass layout= to choose")
+    known = "; ".join(f"{layout.name} ({layout.description})" for layout in _REGISTRY)
+    raise ValueError(f"unknown Swin state-dict layout ({len(keys)} keys: {_describe_keys(keys)}); expected one "
+                     f"of: {known}")
 
 
-# ----------------------------------------------------------------------------------------------- conversion
+# -------------------------------------------------------------------------------------------- unwrapping
 
 
 def _is_bare_state_dict(obj: Mapping) -> bool:
@@ -180,6 +158,22 @@ def _strip_wrapper_prefixes(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torc
     return sd
 
 
+def _backbone_of_detector(sd: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """A whole detector's or segmentor's dict (mmdet, mmseg: ``backbone.*``, ``neck.*``, ``*_head.*``) -> its
+    ``backbone.*`` entries, when those are a Swin backbone; any other dict as it is."""
+    inner = {key[len("backbone."):]: value for key, value in sd.items() if key.startswith("backbone.")}
+    if inner and len(inner) < len(sd) and _guess(list(inner)):
+        return inner
+    return sd
+
+
+def _prepare(obj, source: str) -> Mapping[str, torch.Tensor]:
+    return _backbone_of_detector(_strip_wrapper_prefixes(_unwrap(obj, source)))
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+
+
 def _add_relative_position_index(sd: StateDict) -> None:
     """Add the standard index beside every bias table that lacks one (square windows: all published configs).
 
@@ -198,84 +192,48 @@ def _add_relative_position_index(sd: StateDict) -> None:
             sd[index_key] = relative_position_index((window, window)).clone()
 
 
-def _from_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    return dict(sd)
-
-
-def _from_timm(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    out: StateDict = {}
-    for key, value in sd.items():
-        merging = _DOWNSAMPLE.match(key)
-        if merging and int(merging.group(1)) > 0:
-            key = f"layers.{int(merging.group(1)) - 1}.downsample.{merging.group(2)}"  # ends the stage before
-        elif key.startswith("head.fc."):
-            key = "head." + key[len("head.fc."):]
-        out[key] = value
-    return out
-
-
-def _from_torchvision(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    out: StateDict = {}
-    for key, value in sd.items():
-        feature = _TV_FEATURE.match(key)
-        if feature is None:  # norm.*, head.*: already official
-            out[key] = value
-            continue
-        index, rest = int(feature.group(1)), feature.group(2)
-        if index == 0:  # Sequential(conv, permute, norm)
-            key = next((new + rest[len(old):] for old, new in _TV_EMBED.items() if rest.startswith(old)), key)
-        elif index % 2 == 1:  # stage (index - 1) / 2: a Sequential of blocks
-            block = _TV_BLOCK.match(rest)
-            if block is not None:
-                name = block.group(2)
-                name = next((new + name[len(old):] for old, new in _TV_MLP.items() if name.startswith(old)), name)
-                key = f"layers.{(index - 1) // 2}.blocks.{block.group(1)}.{name}"
-                if name == "attn.relative_position_index" and value.dim() == 1:
-                    side = math.isqrt(value.numel())
-                    value = value.view(side, side) if side * side == value.numel() else value
-        else:  # merging after stage index / 2 - 1
-            key = f"layers.{index // 2 - 1}.downsample.{rest}"
-        out[key] = value
-    return out
-
-
-_CONVERTERS = {"official": _from_official, "timm": _from_timm, "torchvision": _from_torchvision}
+def _resolve(sd: Mapping[str, torch.Tensor], layout: str) -> Layout:
+    if layout == "auto":
+        return _detect(list(sd))
+    if layout not in _BY_NAME:
+        raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
+    return _BY_NAME[layout]
 
 
 def convert_state_dict(state_dict: Mapping, layout: str = "auto") -> StateDict:
-    """Rename a Swin V1 state dict onto the official layout (the package's own).
+    """Rename a Swin V1 state dict of any supported source onto the official layout (the package's own).
 
     Args:
-        state_dict: official (bare or ``{"model": ...}``), timm >= 0.9 or torchvision ``swin_t/s/b`` dict, or one
-            saved by this package; ``{"state_dict": ...}`` wrappers and ``module.`` / ``_orig_mod.`` key prefixes
-            (DDP, torch.compile) are accepted too.
+        state_dict: an official (bare or ``{"model": ...}``), official detection backbone, mmdet / mmseg, timm >= 0.9,
+            torchvision ``swin_t/s/b`` or HF transformers dict, or one saved by this package; ``{"state_dict": ...}``
+            wrappers, ``module.`` / ``_orig_mod.`` / ``model.`` key prefixes and a detector's ``backbone.*`` are
+            accepted too.
         layout: ``"auto"`` (detect, see :func:`detect_layout`) or one of :data:`LAYOUTS` to force it.
 
     Returns:
-        A new dict with official keys, sharing the input's tensors. It carries ``relative_position_index`` for
-        every (square-window) block; ``attn_mask`` is left to the model, which derives it.
+        A new dict with official keys, sharing the input's tensors where nothing changes. It carries
+        ``relative_position_index`` for every (square-window) block; ``attn_mask`` is left to the model.
     """
-    if layout != "auto" and layout not in LAYOUTS:
+    if layout != "auto" and layout not in _BY_NAME:
         raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
-    sd = _strip_wrapper_prefixes(_unwrap(state_dict, "state_dict"))
-    if layout == "auto":
-        layout = detect_layout(sd)
-    out = _CONVERTERS[layout](sd)
+    sd = _prepare(state_dict, "state_dict")
+    out = _resolve(sd, layout).to_official(sd)
     _add_relative_position_index(out)
     return out
 
 
 def convert_foreign_keys_in_place(state_dict: Dict[str, torch.Tensor], prefix: str = "") -> None:
-    """Load-hook helper: rename a timm / torchvision dict's ``prefix``-ed keys to official ones, in place.
+    """Load-hook helper (``model.STATE_DICT_CONVERTERS``): rename a foreign dict's ``prefix``-ed keys to official
+    ones, in place.
 
-    Leaves the dict alone unless its layout is recognisably timm or torchvision, so partial or unusual dicts
+    Leaves the dict alone unless its layout is recognisably one other library's, so partial or unusual dicts
     still reach PyTorch's own missing/unexpected-key report unchanged.
     """
     local = [key for key in state_dict if key.startswith(prefix)]
-    layout = _guess_layout(key[len(prefix):] for key in local)
-    if layout not in ("timm", "torchvision"):
+    found = _guess([key[len(prefix):] for key in local])
+    if len(found) != 1 or found[0].name in ("official", "detection"):
         return
-    converted = _CONVERTERS[layout]({key[len(prefix):]: state_dict.pop(key) for key in local})
+    converted = found[0].to_official({key[len(prefix):]: state_dict.pop(key) for key in local})
     state_dict.update((prefix + key, value) for key, value in converted.items())
 
 
@@ -346,25 +304,14 @@ class _Mismatch(NamedTuple):
     nonstandard_index: List[str]
 
 
-def same_index(incoming: torch.Tensor, own: torch.Tensor) -> bool:
-    """Whether a checkpoint's relative position index equals the model's (the standard one), any device/dtype.
-
-    Meta tensors (models built without storage) carry no values to compare and count as equal.
-    """
-    if incoming.shape != own.shape:
-        return False
-    if incoming.is_meta or own.is_meta:
-        return True
-    return torch.equal(incoming.to(own.device), own.to(incoming.dtype))
-
-
 def _is_derivable(key: str) -> bool:
     """The buffers a model rebuilds from its geometry; a checkpoint need not carry them."""
     return key.rsplit(".", 1)[-1] in ("relative_position_index", "attn_mask")
 
 
 def _is_ignored_mask(model: nn.Module, key: str) -> bool:
-    """A checkpoint's ``attn_mask`` for a block that has none here (not shifted at this resolution)."""
+    """A checkpoint's ``attn_mask`` for a block that has none here (not shifted at this resolution, or a
+    semantics whose blocks carry no mask buffer)."""
     module_name, _, name = key.rpartition(".")
     if name != "attn_mask":
         return False
@@ -420,7 +367,7 @@ def _architecture(sd: Mapping[str, torch.Tensor]) -> Optional[dict]:
 
 
 def _describe_architecture(arch: dict) -> str:
-    from .configs import MODEL_CONFIGS
+    from ..configs import MODEL_CONFIGS
 
     text = ", ".join(f"{k}={v}" for k, v in arch.items())
     names = [name for name, cfg in MODEL_CONFIGS.items() if all(tuple(cfg[k]) == v if isinstance(v, tuple)
@@ -453,7 +400,7 @@ def _mismatch_message(source: str, layout: str, model: nn.Module, mismatch: _Mis
     return "\n".join(lines)
 
 
-def _check_model(model, function: str) -> None:
+def check_model(model, function: str) -> None:
     if not isinstance(model, nn.Module):
         swapped = isinstance(model, (str, os.PathLike, Mapping))
         raise TypeError(f"{function}: model must be a torch.nn.Module, got {type(model).__name__}"
@@ -463,12 +410,13 @@ def _check_model(model, function: str) -> None:
 def _check_swin_fused_model(model: nn.Module) -> None:
     """load_checkpoint converts every layout onto swin_fused's own keys, so only swin_fused models can take them."""
     bare = _bare_module(model)
-    if not isinstance(bare, SwinTransformer):
+    if not isinstance(bare, (SwinTransformer, SwinBackbone)):
         kind = f"{type(bare).__module__}.{type(bare).__qualname__}"
-        raise TypeError(f"load_checkpoint: model must be a swin_fused.SwinTransformer (bare, or in a DDP / "
-                        f"DataParallel / torch.compile wrapper), got {kind}; load_checkpoint renames official, timm "
-                        f"and torchvision checkpoints onto swin_fused's keys. Load another model's own checkpoint "
-                        f"with model.load_state_dict(torch.load(path, weights_only=True)); move such weights into a "
+        raise TypeError(f"load_checkpoint: model must be a swin_fused.SwinTransformer or SwinBackbone (bare, or in a "
+                        f"DDP / DataParallel / torch.compile wrapper), got {kind}; load_checkpoint renames "
+                        f"official, detection, mmdet, timm, torchvision and HF transformers checkpoints onto "
+                        f"swin_fused's keys. Load another model's own checkpoint with "
+                        f"model.load_state_dict(torch.load(path, weights_only=True)); move such weights into a "
                         f"swin_fused model with swin_fused.convert_state_dict")
 
 
@@ -477,51 +425,55 @@ def load_checkpoint(
     checkpoint: Union[PathLike, Mapping],
     strict: bool = True,
     layout: str = "auto",
-):
-    """Load an official, timm, torchvision or swin_fused checkpoint into ``model``, all or nothing.
+) -> LoadResult:
+    """Load a checkpoint of any supported source into ``model``, all or nothing.
 
     Args:
-        model: a :class:`swin_fused.SwinTransformer` (DDP / DataParallel / torch.compile wrappers are unwrapped).
-            Other models (a timm or torchvision Swin, optimized or not) are refused with a TypeError: load their
-            own checkpoints with ``model.load_state_dict``.
+        model: a :class:`swin_fused.SwinTransformer` or :class:`swin_fused.SwinBackbone` (DDP / DataParallel /
+            torch.compile wrappers are unwrapped). Other models (a timm, torchvision or HF Swin, optimized or
+            not) are refused with a TypeError: load their own checkpoints with ``model.load_state_dict``.
         checkpoint: a file path (read with ``torch.load(weights_only=True, map_location="cpu")``; ``*.safetensors``
             with the optional ``safetensors`` package) or an object already loaded: a state dict (a mapping whose
             values are all tensors), or a dict with a ``"model"`` or ``"state_dict"`` entry holding one beside
-            any other entries (epoch, optimizer, RNG state tensors, ...).
+            any other entries (epoch, optimizer, RNG state tensors, ...). A detector's whole checkpoint loads
+            its ``backbone.*`` entries.
         strict: as ``nn.Module.load_state_dict``: missing or unexpected keys are errors. Shape mismatches are
             errors either way. The derivable buffers (``relative_position_index``, ``attn_mask``) may be absent.
         layout: ``"auto"`` or one of :data:`LAYOUTS` (see :func:`convert_state_dict`).
 
     Returns:
-        ``torch.nn.modules.module._IncompatibleKeys`` (missing and unexpected keys; empty when ``strict``).
-        With ``strict=False``, a UserWarning also names the parameters left at their initialisation and the
-        checkpoint entries ignored, if any.
+        A :class:`LoadResult`: ``missing_keys`` and ``unexpected_keys`` (empty when ``strict``) and ``source``,
+        the layout detected. With ``strict=False`` a UserWarning also names the parameters left at their
+        initialisation and the checkpoint entries ignored, if any. When the model's ``semantics`` is not the
+        source's, a UserWarning says so once and names the ``semantics=`` that reproduces the source's outputs
+        at every input size.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: the file is not a readable PyTorch checkpoint, or the dict does not fit the model
-            (the message lists the missing, unexpected and mis-shaped keys); the model is left unchanged.
+            (the message lists the missing, unexpected and mis-shaped keys, and which config the checkpoint
+            is); the model is left unchanged.
         ValueError: the dict's layout is not recognised, or the object holds no state dict.
-        TypeError: ``model`` is not a swin_fused SwinTransformer, or ``checkpoint`` (or the file's content) is not
-            a mapping.
+        TypeError: ``model`` is not a swin_fused model, or ``checkpoint`` (or the file's content) is not a mapping.
         ImportError: a ``.safetensors`` file without the ``safetensors`` package installed.
     """
-    _check_model(model, "load_checkpoint")
+    check_model(model, "load_checkpoint")
     _check_swin_fused_model(model)
-    if layout != "auto" and layout not in LAYOUTS:
+    if layout != "auto" and layout not in _BY_NAME:
         raise ValueError(f"layout must be 'auto' or one of {', '.join(LAYOUTS)}, got {layout!r}")
     if isinstance(checkpoint, (str, os.PathLike)):
         source, obj = f"checkpoint {os.fspath(checkpoint)!r}", _read(checkpoint)
     else:
         source, obj = "checkpoint", checkpoint
-    sd = _strip_wrapper_prefixes(_unwrap(obj, source))
-    layout = detect_layout(sd) if layout == "auto" else layout
-    sd = convert_state_dict(sd, layout)
+    sd = _prepare(obj, source)
+    found = _resolve(sd, layout)
+    sd = found.to_official(sd)
+    _add_relative_position_index(sd)
     model = _bare_module(model)
     mismatch = _compare(model, sd)
     if mismatch.misshaped or mismatch.nonstandard_index or (strict and (mismatch.missing or mismatch.unexpected)):
-        raise CheckpointError(_mismatch_message(source, layout, model, mismatch, strict, sd))
-    result = model.load_state_dict(sd, strict=strict)
+        raise CheckpointError(_mismatch_message(source, found.name, model, mismatch, strict, sd))
+    incompatible = model.load_state_dict(sd, strict=strict)
     if mismatch.missing or mismatch.unexpected:  # strict=False: say what was not loaded, never silently
         parts = []
         if mismatch.missing:
@@ -531,6 +483,17 @@ def load_checkpoint(
             parts.append(f"ignored from the checkpoint ({len(mismatch.unexpected)}): "
                          f"{_describe_keys(mismatch.unexpected)}")
         warnings.warn(f"load_checkpoint({source}, strict=False): " + "; ".join(parts), stacklevel=2)
+    semantics = getattr(model, "semantics", None)
+    # A backbone initialised from a classification checkpoint (the usual detector recipe) reproduces no
+    # model of that library, so only a backbone's own checkpoints say which semantics it should have.
+    pretraining = isinstance(model, SwinBackbone) and found.name not in _BACKBONE_LAYOUTS
+    if semantics is not None and semantics != found.semantics and not pretraining:
+        warnings.warn(f"load_checkpoint: {source} is a {found.name} checkpoint, but the model was built with "
+                      f"semantics={semantics!r}: outputs match the {found.name} model only at the size it was "
+                      f"built for. Build the model with semantics={found.semantics!r} to reproduce them at every "
+                      f"input size.", stacklevel=2)
+    result = LoadResult(incompatible.missing_keys, incompatible.unexpected_keys)
+    result.source = found.name
     return result
 
 
@@ -546,7 +509,7 @@ def save_checkpoint(model: nn.Module, path: PathLike, extra: Optional[Mapping] =
     :func:`load_checkpoint` reads such a file back. Raises OSError naming ``path`` when it cannot be written
     (read-only or missing directory, ``path`` is a directory); the old file, if any, is left as it was.
     """
-    _check_model(model, "save_checkpoint")
+    check_model(model, "save_checkpoint")
     if extra is not None and "model" in extra:
         raise ValueError("extra must not contain the key 'model' (it holds the model's state dict)")
     payload = {"model": _bare_module(model).state_dict(), **(extra or {})}

@@ -1,0 +1,45 @@
+"""A checkpoint layout: how an adapter recognises a library's state dict and renames it onto the official keys.
+
+Each library module of :mod:`swin_fused.interop` declares its layouts as ``LAYOUTS``; :mod:`._checkpoints`
+asks every one of them, so a dict must be recognised by exactly one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping
+
+import torch
+
+StateDict = Dict[str, torch.Tensor]
+
+#: Per-stage output norms of the detection backbones (``norm0`` ... ``norm3``), and the final norm.
+STAGE_NORM = re.compile(r"^norm(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One library's state-dict layout.
+
+    Attributes:
+        name: what :func:`swin_fused.detect_layout` returns, and ``convert_state_dict(layout=...)`` takes.
+        semantics: the ``semantics=`` value that reproduces the library's outputs with these weights.
+        recognise: keys -> whether they are this layout (must not claim another layout's dicts).
+        to_official: the dict renamed (and, where a library stores them otherwise, re-laid-out) onto the
+            official keys; shares the input's tensors where no change is needed.
+        description: the keys that tell it, for error messages.
+    """
+
+    name: str
+    semantics: str
+    recognise: Callable[[List[str]], bool]
+    to_official: Callable[[Mapping[str, torch.Tensor]], StateDict]
+    description: str
+
+
+def rename(key: str, renames) -> str:
+    """``key`` with the first matching ``(prefix, replacement)`` of ``renames`` applied."""
+    for old, new in renames:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key

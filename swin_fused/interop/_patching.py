@@ -1,0 +1,285 @@
+"""What every library adapter of :func:`swin_fused.optimize` shares: the report, the patch record and how it is
+installed, undone and re-bound to ``nn.DataParallel`` replicas, the call-time fallback to the library's path,
+and the checks that decide whether a block can be reproduced exactly.
+
+Mechanism: one method set on the *instance* (never the class), under the name the library calls (``_attn``,
+``forward``); a ``functools.partial`` of a module-level function of the adapter, so ``copy.deepcopy`` and
+pickling a whole optimized model keep the patch. The same module also gets a ``_replicate_for_data_parallel``
+that re-binds the patch to each replica (whose ``__dict__`` is a copy of the module's), so a replica computes
+with its own device's Parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn.modules import module as _nn_module
+
+from .. import functional
+from ..geometry import relative_position_index, shift_mask
+
+Pair = Tuple[int, int]
+
+#: Instance attribute that marks a patched module and remembers how to undo the patch.
+MARK = "_swin_fused_patch"
+#: ``nn.DataParallel``'s replicate() calls this method of every module; a patched module gets its own.
+REPLICATE = "_replicate_for_data_parallel"
+
+
+@dataclass
+class OptimizeReport:
+    """What :func:`optimize` did, block by block (module names as in ``model.named_modules()``).
+
+    Attributes:
+        family: the libraries whose blocks were found (``"timm"``, ``"torchvision"``, ``"official"``,
+            ``"detection"``, ``"transformers"``, ``"swin_fused"``, comma-joined if several), or ``"none"``.
+        patched: blocks routed through :func:`swin_fused.window_attention` by this call.
+        already_optimized: blocks an earlier ``optimize`` call had routed (left as they are).
+        already_fused: blocks of :mod:`swin_fused` itself, which always run the fused op.
+        left_alone: block name -> why it stays on its original path.
+        restored: blocks put back on their original path (``undo=True``).
+        already_original: blocks ``undo=True`` found on their original path (nothing to restore).
+        backend: the backend pinned for the patched blocks (None: the global setting at call time).
+    """
+
+    family: str = "none"
+    patched: List[str] = field(default_factory=list)
+    already_optimized: List[str] = field(default_factory=list)
+    already_fused: List[str] = field(default_factory=list)
+    left_alone: Dict[str, str] = field(default_factory=dict)
+    restored: List[str] = field(default_factory=list)
+    already_original: List[str] = field(default_factory=list)
+    backend: Optional[str] = None
+
+    @property
+    def num_blocks(self) -> int:
+        return (len(self.patched) + len(self.already_optimized) + len(self.already_fused)
+                + len(self.left_alone) + len(self.restored) + len(self.already_original))
+
+    def reasons(self) -> Dict[str, List[str]]:
+        """reason -> names of the blocks left alone for it."""
+        grouped: Dict[str, List[str]] = defaultdict(list)
+        for name, reason in self.left_alone.items():
+            grouped[reason].append(name)
+        return dict(grouped)
+
+    def __str__(self) -> str:
+        lines = [f"swin_fused.optimize: {self.family} model, {self.num_blocks} Swin blocks"]
+        route = f"routed through swin_fused.window_attention (backend: {self.backend or 'global setting'})"
+        if self.patched:
+            lines.append(f"  {route}: {len(self.patched)}")
+        if self.already_optimized:
+            lines.append(f"  already routed by an earlier optimize(): {len(self.already_optimized)}")
+        if self.already_fused:
+            lines.append(f"  swin_fused blocks, fused already (nothing to do): {len(self.already_fused)}")
+        if self.restored:
+            lines.append(f"  restored to their original path: {len(self.restored)}")
+        if self.already_original:
+            lines.append(f"  already on their original path (nothing to undo): {len(self.already_original)}")
+        if self.left_alone:
+            lines.append(f"  left on their original path: {len(self.left_alone)}")
+            for reason, names in self.reasons().items():
+                lines.append(f"    {abbreviate(names)}: {reason}")
+        if not self.num_blocks:
+            lines.append("  no Swin blocks found")
+        return "\n".join(lines)
+
+
+def abbreviate(names: List[str], keep: int = 3) -> str:
+    shown = ", ".join(n or "<model>" for n in names[:keep])
+    return shown + (f" (+{len(names) - keep} more)" if len(names) > keep else "")
+
+
+@dataclass
+class Patch:
+    """Stored on a patched module: what was replaced, by which adapter function, and what the patched path
+    pins or remembers (``state``: adapter-specific values fixed at optimize() time, e.g. HF's configured
+    window, which the library overwrites)."""
+
+    attr: str  # the attribute the library calls ("_attn", "forward"); the class's own is the original path
+    family: str
+    replacement: Callable  # module-level function (module, *args, **kwargs)
+    backend: Optional[str]
+    state: Dict[str, Any] = field(default_factory=dict)
+
+    def call_original(self, module: nn.Module, *args, **kwargs):
+        return getattr(type(module), self.attr)(module, *args, **kwargs)
+
+
+@dataclass
+class Candidate:
+    """An adapter's answer for a module it recognises: how to patch it, and the check that decides whether
+    the fused op reproduces it (None: yes; a string: the reason it stays on its own path)."""
+
+    family: str
+    attr: str
+    replacement: Optional[Callable]
+    check: Callable[[], Optional[str]]
+    state: Callable[[], Dict[str, Any]] = dict
+
+
+def attend(patch: Patch, qkv: torch.Tensor, table: torch.Tensor, num_heads: int, window: Pair, shift: Pair,
+           pad_qkv, shift_before_pad: bool, dropout_p: float, scale: float, table_window: Pair) -> torch.Tensor:
+    """``[B, H, W, 3 * heads * hd] -> [B, H, W, heads * hd]`` through the package's functional op."""
+    return functional.window_attention(qkv, table, num_heads, window, shift, scale=scale, pad_qkv=pad_qkv,
+                                       shift_before_pad=shift_before_pad, table_window=table_window,
+                                       dropout_p=dropout_p, backend=patch.backend)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Call-time fallback. The library's path calls some modules the patched path skips (timm's and the official
+# ``attn``, HF's projections): hooks there would not run, so a call that would run them goes the library's way.
+# Dict-truthiness and isinstance tests only: cheap in eager mode, no graph break under torch.compile.
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own (forward, pre-forward or backward)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
+def global_hooks() -> bool:
+    """Whether module calls run global hooks (``torch.nn.modules.module.register_module_forward_hook`` ...)."""
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
+
+
+def needs_library_path(bypassed: Tuple[Tuple[str, nn.Module], ...], owner: Optional[nn.Module], x) -> bool:
+    """Call-time twin of the optimize()-time checks on what can change afterwards: hooks (the modules' own or
+    global ones) on a module the patched path skips, an instance-level ``forward`` on ``owner`` (the skipped
+    attention module, where the library calls it), and FX symbolic tracing (``x`` a Proxy: the library's code
+    traces, the adapter's shape logic does not)."""
+    if isinstance(x, torch.fx.Proxy):
+        return True
+    if not bypassed:
+        return False
+    if (owner is not None and "forward" in owner.__dict__) or global_hooks():
+        return True
+    return any(has_hooks(module) for _, module in bypassed)
+
+
+def hook_reason(bypassed: Tuple[Tuple[str, nn.Module], ...]) -> Optional[str]:
+    for name, module in bypassed:
+        if has_hooks(module):
+            return f"hooks on {name}, which the fused path does not call"
+    return None
+
+
+def instance_reason(owners: Tuple[Tuple[str, nn.Module, Tuple[str, ...]], ...]) -> Optional[str]:
+    """An instance-level override (accelerate's add_hook_to_module, a user's wrapper) of a method the library
+    calls and the patched path replaces or skips: it would be lost. ``owners``: (prefix, module, names)."""
+    for prefix, owner, names in owners:
+        for name in names:
+            if name in owner.__dict__:
+                return f"instance-level {prefix}{name} override"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checks, once per block at optimize() time. Each returns None (the op reproduces the block) or a reason.
+# Meta tensors (models built without storage, loaded later) carry no values: only the index's and mask's
+# shapes are checked then; the patched path never reads their values, so values loaded later cannot matter.
+
+
+def first(*reasons: Callable[[], Optional[str]]) -> Optional[str]:
+    for reason in reasons:
+        found = reason()
+        if found:
+            return found
+    return None
+
+
+def index_reason(index: Optional[torch.Tensor], window: Pair) -> Optional[str]:
+    expected = relative_position_index(window)
+    if not isinstance(index, torch.Tensor) or index.numel() != expected.numel() or (
+            not index.is_meta and not torch.equal(index.detach().reshape(-1).cpu(), expected.reshape(-1))):
+        return "relative_position_index is not the standard formula"
+    return None
+
+
+def table_reason(table, window: Pair, num_heads: int) -> Optional[str]:
+    rows = (2 * window[0] - 1) * (2 * window[1] - 1)
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (rows, num_heads):
+        return f"relative_position_bias_table is not [(2*{window[0]}-1)*(2*{window[1]}-1), heads]"
+    return None
+
+
+def shift_reason(window: Pair, shift: Pair) -> Optional[str]:
+    if not all(0 <= s < w for s, w in zip(shift, window)):
+        return f"shift {shift} is not in [0, window {window})"
+    return None
+
+
+def mask_reason(mask: Optional[torch.Tensor], Hp: int, Wp: int, window: Pair, shift: Pair) -> Optional[str]:
+    if not any(shift):
+        return None
+    expected = shift_mask(Hp, Wp, window, shift)
+    if mask is None or tuple(mask.shape) != tuple(expected.shape) or \
+            (not mask.is_meta and not torch.equal(mask.detach().float().cpu(), expected)):
+        return "attn_mask is not the standard -100 shift mask for its input_resolution"
+    return None
+
+
+def overridden(obj: object, base: type, *names: str) -> Optional[str]:
+    for name in names:
+        if getattr(type(obj), name) is not getattr(base, name):
+            return f"{type(obj).__name__}.{name} overrides {base.__module__}.{base.__name__}.{name}"
+    return None
+
+
+def linear_reason(owner: nn.Module, *names: str, prefix: str = "attn.") -> Optional[str]:
+    """Projections must be plain Linears: the patched path reads ``.weight`` / ``.bias`` (the qkv bias is the
+    q/k/v of padded tokens); a quantized or wrapped projection has neither as a tensor. ``prefix``: the
+    owner's name in the block, for the message."""
+    for name in names:
+        try:
+            layer = owner.get_submodule(name)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, nn.Linear):
+            kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
+            return f"{prefix}{name} is {kind}, not an nn.Linear (quantized or wrapped projection)"
+    return None
+
+
+def heads_reason(qkv: nn.Linear, num_heads: int) -> Optional[str]:
+    dim = qkv.in_features
+    if dim % num_heads == 0 and qkv.out_features == 3 * dim:
+        return None
+    return f"qkv {dim}->{qkv.out_features} does not split into {num_heads} heads"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Installing and removing a patch.
+
+
+def install(module: nn.Module, patch: Patch) -> None:
+    """Set the patch on ``module``. Partials of module-level functions, unlike bound methods, pickle and
+    deep-copy with the module (the copy's partial is bound to the copy)."""
+    setattr(module, MARK, patch)
+    setattr(module, patch.attr, functools.partial(patch.replacement, module))
+    setattr(module, REPLICATE, functools.partial(_replicate_patched, module))
+
+
+def _replicate_patched(module: nn.Module) -> nn.Module:
+    """``Module._replicate_for_data_parallel`` of a patched module. A replica starts as a copy of the
+    module's ``__dict__``, whose partials are bound to the module itself: bind the replica's to the replica,
+    so it computes with the Parameters replicate() gives it."""
+    replica = type(module)._replicate_for_data_parallel(module)
+    install(replica, dataclasses.replace(getattr(module, MARK)))
+    return replica
+
+
+def uninstall(module: nn.Module) -> None:
+    patch: Patch = module.__dict__.pop(MARK)
+    for attr in (patch.attr, REPLICATE):
+        module.__dict__.pop(attr, None)
+
+
+def patch_of(module: nn.Module) -> Patch:
+    return getattr(module, MARK)

@@ -1,0 +1,116 @@
+"""torchvision (``torchvision.models.swin_t/s/b``): checkpoint layout and the attention patch.
+
+Size rule: ``semantics="torchvision"`` (pad, then shift; per axis the shift is zeroed where the window covers the
+padded map; the window is never clamped; decided per forward; the patch embedding drops a remainder that is
+not a whole patch, :mod:`swin_fused.semantics`).
+
+Layout: ``features.0.0`` conv and ``features.0.2`` norm, stage ``s`` blocks at ``features.{2s+1}.{j}`` with the
+MLP as ``mlp.0`` / ``mlp.3``, merging at ``features.{2s+2}`` (the official concatenation order), the relative
+position index flattened, then ``norm``, ``head``.
+
+Patch: ``ShiftedWindowAttention.forward``, which ``attn(...)`` calls, so hooks on ``attn`` still run; the
+library's path calls no submodule either (it takes ``qkv.weight`` etc. through ``F.linear``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+import types
+from typing import Iterable, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..semantics import SEMANTICS as _RULES
+from ._layouts import Layout, StateDict, rename
+from ._patching import (Candidate, attend, first, heads_reason, index_reason, instance_reason, linear_reason,
+                        needs_library_path, overridden, patch_of, shift_reason, table_reason)
+
+FAMILY = "torchvision"
+SEMANTICS = "torchvision"
+
+_FEATURE = re.compile(r"^features\.(\d+)\.(.+)$")
+_BLOCK = re.compile(r"^(\d+)\.(.+)$")
+_MLP = (("mlp.0.", "mlp.fc1."), ("mlp.3.", "mlp.fc2."))
+_EMBED = (("0.", "patch_embed.proj."), ("2.", "patch_embed.norm."))
+
+
+# ---------------------------------------------------------------------------------------------------- keys
+
+
+def _recognise(keys: Iterable[str]) -> bool:
+    return any(_FEATURE.match(key) for key in keys)
+
+
+def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    out: StateDict = {}
+    for key, value in sd.items():
+        feature = _FEATURE.match(key)
+        if feature is None:  # norm.*, head.*: already official
+            out[key] = value
+            continue
+        index, rest = int(feature.group(1)), feature.group(2)
+        if index == 0:  # Sequential(conv, permute, norm)
+            key = rename(rest, _EMBED) if rest.startswith(("0.", "2.")) else key
+        elif index % 2 == 1:  # stage (index - 1) / 2: a Sequential of blocks
+            block = _BLOCK.match(rest)
+            if block is not None:
+                name = rename(block.group(2), _MLP)
+                key = f"layers.{(index - 1) // 2}.blocks.{block.group(1)}.{name}"
+                if name == "attn.relative_position_index" and value.dim() == 1:
+                    side = math.isqrt(value.numel())
+                    value = value.view(side, side) if side * side == value.numel() else value
+        else:  # merging after stage index / 2 - 1
+            key = f"layers.{index // 2 - 1}.downsample.{rest}"
+        out[key] = value
+    return out
+
+
+LAYOUTS = (Layout("torchvision", SEMANTICS, _recognise, _to_official, "features.*"),)
+
+
+# ------------------------------------------------------------------------------------------------- patching
+
+
+def _forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision ``ShiftedWindowAttention.forward`` on the fused op: ``[B, H, W, C] -> [B, H, W, C]``."""
+    patch = patch_of(attn)
+    if needs_library_path((), None, x):
+        return patch.call_original(attn, x)
+    _, H, W, C = x.shape
+    configured = ((attn.window_size[0], attn.window_size[1]), (attn.shift_size[0], attn.shift_size[1]))
+    window, shift = _RULES["torchvision"].at(H, W, configured, None)
+    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)  # torchvision calls F.linear too (no qkv hooks)
+    out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, window, shift,
+                 pad_qkv=attn.qkv.bias,
+                 shift_before_pad=False,
+                 dropout_p=attn.attention_dropout if attn.training else 0.0,
+                 scale=(C // attn.num_heads) ** -0.5, table_window=window)
+    out = F.linear(out, attn.proj.weight, attn.proj.bias)
+    return F.dropout(out, p=attn.dropout, training=attn.training)
+
+
+def _check(attn: nn.Module, tv_swin: types.ModuleType) -> Optional[str]:
+    if isinstance(attn, tv_swin.ShiftedWindowAttentionV2):
+        return "Swin V2 attention (cosine attention, continuous position bias): not supported"
+    window, shift = tuple(attn.window_size), tuple(attn.shift_size)
+    return first(
+        lambda: overridden(attn, tv_swin.ShiftedWindowAttention, "forward", "get_relative_position_bias"),
+        lambda: instance_reason((("", attn, ("forward", "get_relative_position_bias",
+                                             "_replicate_for_data_parallel")),)),
+        lambda: linear_reason(attn, "qkv", "proj"),
+        lambda: None if len(window) == 2 and len(shift) == 2 else f"window {window} / shift {shift} not 2-D",
+        lambda: heads_reason(attn.qkv, attn.num_heads),
+        lambda: shift_reason(window, shift),
+        lambda: table_reason(attn.relative_position_bias_table, window, attn.num_heads),
+        lambda: index_reason(attn.relative_position_index, window),
+    )
+
+
+def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
+    tv_swin = sys.modules.get("torchvision.models.swin_transformer")
+    if tv_swin is not None and isinstance(module, tv_swin.ShiftedWindowAttention):
+        return Candidate(FAMILY, "forward", _forward, lambda: _check(module, tv_swin))
+    return None

@@ -1,0 +1,230 @@
+"""HF transformers Swin V1 (``transformers.models.swin``: ``SwinModel``, ``SwinForImageClassification``,
+``SwinBackbone``, ``SwinForMaskedImageModeling``): checkpoint layouts and the layer patch.
+
+Size rule: ``semantics="transformers"`` (pad, then shift; a map no larger than the window on its shorter side is
+one unshifted window, decided per forward from the configured window). HF writes that decision back to the layer
+(``SwinLayer.set_shift_and_window_size``), so after one small input it keeps the clamped window and a zero shift
+for every later input, and a clamped window smaller than the configured one makes its bias lookup fail; the
+package applies the intended rule on every call instead (:mod:`swin_fused.semantics`). ``SwinBackbone`` passes
+``always_partition=True``, which skips the clamp: that is ``semantics="detection"``.
+
+Layouts (``swin.`` prefixed in the task models, bare in ``SwinModel``; ``encoder.`` / ``embeddings.`` bare in
+backbones saved by earlier releases):
+
+- ``embeddings.patch_embeddings.projection`` / ``embeddings.norm`` -> ``patch_embed.proj`` / ``patch_embed.norm``;
+- ``encoder.layers.{i}.blocks.{j}``: ``layernorm_before`` / ``layernorm_after`` -> ``norm1`` / ``norm2``; the
+  separate ``attention.{q,k,v}_proj`` (current releases) or ``attention.self.{query,key,value}`` (checkpoints
+  saved by earlier ones) concatenated into ``attn.qkv``; ``attention.o_proj`` / ``attention.output.dense`` ->
+  ``attn.proj``; the table at ``attention.relative_position_bias.relative_position_bias_table`` or
+  ``attention.self.relative_position_bias_table``; ``mlp.fc1`` / ``mlp.fc2``, or ``intermediate.dense`` /
+  ``output.dense``;
+- ``encoder.layers.{i}.downsample`` ends stage ``i`` (official placement and concatenation order);
+- ``layernorm`` -> ``norm``, ``classifier`` -> ``head``; a backbone's ``hidden_states_norms.stage{k}`` ->
+  ``norm{k-1}`` (:class:`swin_fused.SwinBackbone`'s per-stage norms).
+
+Patch: ``SwinLayer.forward`` (one GEMM for q, k and v through their concatenated weights, the fused op, then the
+layer's own ``o_proj``), with HF's eager and SDPA attention alike. A call that asks for attention probabilities
+(``output_attentions=True``), which the fused op never builds, or one with hooks on a module the patched layer
+skips (``attention`` and its q/k/v projections) takes HF's own path. Layers of other HF models that copy Swin
+(Donut, MaskFormer, CLAP's HTSAT), and Swin V2 layers, are left alone with the reason.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import Iterable, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..semantics import SEMANTICS as _RULES
+from ._layouts import Layout, StateDict, rename
+from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
+                        needs_library_path, overridden, patch_of, shift_reason, table_reason)
+
+FAMILY = "transformers"
+SEMANTICS = "transformers"
+
+_BLOCK = re.compile(r"^encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_STAGE = re.compile(r"^encoder\.layers\.(\d+)\.(downsample\..+)$")
+_BACKBONE_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.(.+)$")
+_PROJECTIONS = {"q": ("attention.q_proj.", "attention.self.query."),
+                "k": ("attention.k_proj.", "attention.self.key."),
+                "v": ("attention.v_proj.", "attention.self.value.")}
+_BLOCK_RENAMES = (
+    ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
+    ("attention.o_proj.", "attn.proj."), ("attention.output.dense.", "attn.proj."),
+    ("attention.relative_position_bias.relative_position_bias_table", "attn.relative_position_bias_table"),
+    ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
+    ("attention.self.relative_position_index", "attn.relative_position_index"),
+    ("intermediate.dense.", "mlp.fc1."), ("output.dense.", "mlp.fc2."),
+)
+_TOP_RENAMES = (("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+                ("embeddings.norm.", "patch_embed.norm."), ("layernorm.", "norm."), ("classifier.", "head."))
+
+
+# ---------------------------------------------------------------------------------------------------- keys
+
+
+def _bare(key: str) -> str:
+    return key[len("swin."):] if key.startswith("swin.") else key
+
+
+def _is_hf(keys) -> bool:
+    return any(_bare(key).startswith(("embeddings.patch_embeddings.", "encoder.layers.")) for key in keys)
+
+
+def _recognise(keys: Iterable[str]) -> bool:
+    keys = list(keys)
+    return _is_hf(keys) and not any(_BACKBONE_NORM.match(key) for key in keys)
+
+
+def _recognise_backbone(keys: Iterable[str]) -> bool:
+    keys = list(keys)
+    return _is_hf(keys) and any(_BACKBONE_NORM.match(key) for key in keys)
+
+
+def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    out: StateDict = {}
+    qkv: dict = {}  # (stage, block, "weight" | "bias") -> {"q": ..., "k": ..., "v": ...}
+    for key, value in sd.items():
+        bare = _bare(key)
+        block, stage, norm = _BLOCK.match(bare), _STAGE.match(bare), _BACKBONE_NORM.match(bare)
+        if block:
+            i, j, rest = block.groups()
+            part = next(((p, rest[len(prefix):]) for p, prefixes in _PROJECTIONS.items() for prefix in prefixes
+                         if rest.startswith(prefix)), None)
+            if part is not None:
+                qkv.setdefault((i, j, part[1]), {})[part[0]] = value
+                continue
+            key = f"layers.{i}.blocks.{j}.{rename(rest, _BLOCK_RENAMES)}"
+            if key.endswith("attn.relative_position_index") and value.dim() == 1:
+                side = round(value.numel() ** 0.5)
+                value = value.view(side, side) if side * side == value.numel() else value
+        elif stage:
+            key = f"layers.{stage.group(1)}.{stage.group(2)}"
+        elif norm:
+            key = f"norm{int(norm.group(1)) - 1}.{norm.group(2)}"
+        else:
+            key = rename(bare, _TOP_RENAMES)
+        out[key] = value
+    for (i, j, name), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:  # an incomplete dict: keep what is there, the load reports it
+            for p, v in parts.items():
+                out[f"layers.{i}.blocks.{j}.attention.{p}_proj.{name}"] = v
+            continue
+        out[f"layers.{i}.blocks.{j}.attn.qkv.{name}"] = torch.cat([parts["q"], parts["k"], parts["v"]], 0)
+    return out
+
+
+def _backbone_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """As :func:`_to_official`, less ``layernorm``: HF's SwinBackbone holds the final norm of its SwinModel but
+    never applies it (its outputs go through ``hidden_states_norms``)."""
+    return _to_official({key: value for key, value in sd.items() if not _bare(key).startswith("layernorm.")})
+
+
+LAYOUTS = (
+    Layout("transformers", SEMANTICS, _recognise, _to_official,
+           "[swin.]embeddings.patch_embeddings.*, [swin.]encoder.layers.{i}.blocks.{j}.* (HF transformers)"),
+    Layout("transformers-backbone", "detection", _recognise_backbone, _backbone_to_official,
+           "as transformers, with hidden_states_norms.stage{k}.* (HF SwinBackbone)"),
+)
+
+
+# ------------------------------------------------------------------------------------------------- patching
+
+
+def _bypassed(layer: nn.Module):
+    attn = layer.attention
+    return (("attention", attn), ("attention.q_proj", attn.q_proj), ("attention.k_proj", attn.k_proj),
+            ("attention.v_proj", attn.v_proj), ("attention.relative_position_bias", attn.relative_position_bias))
+
+
+def _attentions_requested() -> bool:
+    """Whether this forward records attention probabilities (``output_attentions=True``): HF collects them with
+    hooks that read the layers' outputs while a collector for them is active."""
+    capturing = sys.modules.get("transformers.utils.output_capturing")
+    collector = getattr(capturing, "_active_collector", None)
+    outputs = collector.get() if collector is not None else None
+    return bool(outputs) and "attentions" in outputs
+
+
+def _layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, always_partition: bool = False,
+                   **kwargs):
+    """HF ``SwinLayer.forward`` on the fused op: ``[B, H*W, C] -> ([B, H*W, C], None)``."""
+    patch = patch_of(layer)
+    if kwargs or _attentions_requested() or needs_library_path(_bypassed(layer), layer.attention, hidden_states):
+        return patch.call_original(layer, hidden_states, input_dimensions, always_partition, **kwargs)
+    attn = layer.attention
+    H, W = input_dimensions
+    B, L, C = hidden_states.shape
+    configured = patch.state["configured"]
+    window, shift = configured if always_partition else _RULES["transformers"].at(H, W, configured, None)
+    x = layer.layernorm_before(hidden_states).view(B, H, W, C)
+    weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
+        else None
+    qkv = F.linear(x, weight, bias)  # one GEMM; padded tokens are zeros after the norm, so their q/k/v = bias
+    table = attn.relative_position_bias.relative_position_bias_table
+    out = attend(patch, qkv, table, attn.num_attention_heads, window, shift, pad_qkv=bias, shift_before_pad=False,
+                 dropout_p=attn.attention_dropout if attn.training else 0.0, scale=attn.scaling,
+                 table_window=configured[0])
+    out = layer.dropout(attn.o_proj(out)).view(B, L, C)
+    hidden_states = hidden_states + layer.drop_path(out)
+    hidden_states = layer.dropout(layer.mlp(layer.layernorm_after(hidden_states))) + hidden_states
+    return hidden_states, None
+
+
+def _check(layer: nn.Module, hf_swin, configured) -> Optional[str]:
+    attn = getattr(layer, "attention", None)
+    if not isinstance(attn, hf_swin.SwinAttention) or not hasattr(attn, "q_proj"):
+        return ("transformers < 5 layer (attention.self.query): optimize() reproduces the current SwinLayer; "
+                "its checkpoints convert (convert_state_dict)")
+    bias = attn.relative_position_bias
+    window = tuple(bias.window_size)
+    return first(
+        lambda: overridden(layer, hf_swin.SwinLayer, "forward"),
+        lambda: overridden(attn, hf_swin.SwinAttention, "forward"),
+        lambda: instance_reason((("", layer, ("forward", "_replicate_for_data_parallel")),
+                                 ("attention.", attn, ("forward",)))),
+        lambda: hook_reason(_bypassed(layer)),
+        lambda: linear_reason(attn, "q_proj", "k_proj", "v_proj", "o_proj", prefix="attention."),
+        lambda: None if (attn.q_proj.bias is None) == (attn.k_proj.bias is None) == (attn.v_proj.bias is None)
+        else "q/k/v projections disagree on having a bias",
+        lambda: None if window[0] == window[1] else f"window {window} is not square",
+        lambda: shift_reason(*configured),
+        lambda: table_reason(bias.relative_position_bias_table, window, attn.num_attention_heads),
+        lambda: index_reason(bias.relative_position_index, window),
+    )
+
+
+def _configured_window_shift(layer: nn.Module, name: str):
+    """The window and shift HF built the layer with. HF overwrites ``window_size`` / ``shift_size`` after a small
+    input, so they come from the bias table's window and, as HF's SwinStage sets them, from the layer's place in
+    its stage (``...blocks.{j}``: odd layers shift by window // 2)."""
+    table = getattr(getattr(layer.attention, "relative_position_bias", None), "window_size", None)
+    window = table[0] if table is not None else layer.window_size
+    parent, _, index = name.rpartition(".")
+    if parent.endswith("blocks") and index.isdigit():
+        shift = 0 if int(index) % 2 == 0 else window // 2
+    else:
+        shift = layer.shift_size
+    return (window, window), (shift, shift)
+
+
+def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
+    """HF's SwinLayer, another HF library's layer named like it (left alone), or None."""
+    hf_swin = sys.modules.get("transformers.models.swin.modeling_swin")
+    if hf_swin is not None and isinstance(module, hf_swin.SwinLayer):
+        configured = _configured_window_shift(module, name)
+        return Candidate(FAMILY, "forward", _layer_forward, lambda: _check(module, hf_swin, configured),
+                         state=lambda: {"configured": configured})
+    kind = type(module)
+    if kind.__module__.startswith("transformers.") and kind.__name__.endswith("SwinLayer"):
+        if "swinv2" in kind.__module__ or "Swinv2" in kind.__name__:
+            reason = "Swin V2 layer (cosine attention, continuous position bias): not supported"
+        else:
+            reason = f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer: not reproduced"
+        return Candidate(FAMILY, "forward", None, lambda: reason)
+    return None
