@@ -10,7 +10,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from swin_fused.benchmarking import name_matches, resolve_device  # noqa: E402
+from swin_fused.tools.benchmarking import name_matches, resolve_device  # noqa: E402
 
 DEVICE = resolve_device()
 ON_CUDA = DEVICE.type == "cuda"

@@ -16,7 +16,7 @@ Environment knobs:
 - ``SWIN_FUSED_BENCH_BUDGET_S``: skip the remaining cases once this many seconds have passed, so a bounded
   run still ends normally and writes its JSON;
 - ``SWIN_FUSED_BENCH_JSONL``: also append every finished benchmark to this file as one JSON line (survives
-  a run killed by a timeout; ``bench/summarize.py`` and ``swin_fused.plots`` read it like the JSON);
+  a run killed by a timeout; ``bench/summarize.py`` and ``swin_fused.tools.plots`` read it like the JSON);
 - ``SWIN_FUSED_BENCH_SHAPES`` / ``SWIN_FUSED_BENCH_MODELS``: comma-separated substrings selecting op shapes
   (e.g. ``T/S,B384 s1``) / model names (e.g. ``tiny,384``); default all;
 - ``SWIN_FUSED_BENCH_FLEX``: the same filter for FlexAttention, which compiles per shape (default ``T/S``;
@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from bench_settings import BUDGET_S, DEVICE, DTYPE, JSONL, NO_CUDA, ON_CUDA, START
-from swin_fused.benchmarking import PeakMemory, environment, synchronize
+from swin_fused.tools.benchmarking import PeakMemory, environment, synchronize
 
 
 def pytest_collection_modifyitems(config, items):

@@ -35,9 +35,9 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 import swin_fused  # noqa: E402
-from swin_fused.baselines import make_op_inputs  # noqa: E402
-from swin_fused.costs import shapes_by_name  # noqa: E402
-from swin_fused.benchmarking import profiled_time_per_call  # noqa: E402
+from swin_fused.tools.baselines import make_op_inputs  # noqa: E402
+from swin_fused.tools.costs import shapes_by_name  # noqa: E402
+from swin_fused.tools.benchmarking import profiled_time_per_call  # noqa: E402
 from swin_fused.kernels import window_attention_bwd as bwd_module  # noqa: E402
 from swin_fused.kernels import window_attention_fwd as fwd_module  # noqa: E402
 from swin_fused.kernels.launch import head_major  # noqa: E402

@@ -19,8 +19,8 @@ os.environ.setdefault("TRITON_INTERPRET", "0")
 
 import torch  # noqa: E402
 
-from swin_fused.baselines import make_op_inputs  # noqa: E402
-from swin_fused.costs import shapes_by_name  # noqa: E402
+from swin_fused.tools.baselines import make_op_inputs  # noqa: E402
+from swin_fused.tools.costs import shapes_by_name  # noqa: E402
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
 

@@ -12,10 +12,10 @@ import os
 import sys
 
 try:
-    from swin_fused.bench_results import load_results, markdown_report, ncu_markdown
+    from swin_fused.tools.bench_results import load_results, markdown_report, ncu_markdown
 except ImportError:  # run from a source checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from swin_fused.bench_results import load_results, markdown_report, ncu_markdown
+    from swin_fused.tools.bench_results import load_results, markdown_report, ncu_markdown
 
 
 def main(argv=None) -> int:

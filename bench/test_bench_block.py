@@ -8,8 +8,8 @@ import torch
 
 from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS
 from swin_fused import SwinBlock
-from swin_fused.benchmarking import fused_unavailable_reason
-from swin_fused.costs import stage_shapes
+from swin_fused.tools.benchmarking import fused_unavailable_reason
+from swin_fused.tools.costs import stage_shapes
 
 # One block per stage, the shifted one where the stage has a shift; CPU: stage 3 (14x14) only.
 _SHAPES = {s.H: s for s in stage_shapes("swin_tiny_patch4_window7_224", "T")}  # last shape per map wins

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench_settings import DEVICE, DTYPE, MODEL_ROUNDS, ON_CUDA, selected
-from swin_fused.baselines import build_model, model_unavailable_reason
-from swin_fused.benchmarking import fused_unavailable_reason, impl_id, inference_step, training_step
+from swin_fused.tools.baselines import build_model, model_unavailable_reason
+from swin_fused.tools.benchmarking import fused_unavailable_reason, impl_id, inference_step, training_step
 
 #: name: (inference batch, training batch) on CUDA. The CPU run keeps to Swin-T at batch 1.
 CUDA_BATCHES = {

@@ -1,16 +1,16 @@
 """The window-attention op alone: fused vs the PyTorch path, the reference, SDPA and FlexAttention.
 
 Forward (no grad) and forward + backward (gradients of qkv and the bias table) at each Swin stage shape.
-Baselines come from :mod:`swin_fused.baselines`, which imports the same reference the tests check against.
-``extra_info`` carries the analytic FLOPs and bytes (:mod:`swin_fused.costs`) for roofline plots.
+Baselines come from :mod:`swin_fused.tools.baselines`, which imports the same reference the tests check against.
+``extra_info`` carries the analytic FLOPs and bytes (:mod:`swin_fused.tools.costs`) for roofline plots.
 """
 import pytest
 import torch
 
 from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, in_filter_order, selected
-from swin_fused.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
-from swin_fused.benchmarking import autotuned_call
-from swin_fused.costs import benchmark_shapes, stage_shapes, window_attention_cost
+from swin_fused.tools.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
+from swin_fused.tools.benchmarking import autotuned_call
+from swin_fused.tools.costs import benchmark_shapes, stage_shapes, window_attention_cost
 
 # CPU: the two smallest Swin-T stages (14x14 both shifts, 7x7); CUDA: every T/S, B and B-384 stage shape.
 _ALL = benchmark_shapes() if ON_CUDA else [s for s in stage_shapes("swin_tiny_patch4_window7_224", "T/S") if s.H <= 14]

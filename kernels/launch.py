@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
+from ..checks import check_window_attention_args
 from ..geometry import padded_size
 
 Pair = Tuple[int, int]
@@ -69,8 +70,6 @@ def check_launch_args(qkv: torch.Tensor, table: torch.Tensor, num_heads: int, wi
                       pad_qkv: Optional[torch.Tensor], table_window: Optional[Pair]) -> None:
     """The public op's argument checks (shapes, window, shift, table, pad vector), for callers that launch the
     kernels directly; a few microseconds."""
-    from ..functional import check_window_attention_args
-
     check_window_attention_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
 
 

@@ -1,6 +1,6 @@
-"""``python -m swin_fused ...``: the ``swin-fused`` command (see :mod:`swin_fused.cli`)."""
+"""``python -m swin_fused ...``: the ``swin-fused`` command (see :mod:`swin_fused.tools.cli`)."""
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

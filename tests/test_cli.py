@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from swin_fused.cli import main
+from swin_fused.tools.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU behaviour (CUDA parts reported "
@@ -142,7 +142,7 @@ def test_roofline_shapes_filter_selects_the_union(capsys, tmp_path):
 
 
 def test_profiled_time_per_call_counts_the_named_op_on_cpu():
-    from swin_fused.benchmarking import profiled_time_per_call
+    from swin_fused.tools.benchmarking import profiled_time_per_call
 
     a, b = torch.randn(256, 256), torch.randn(256, 256)
     walls = []
@@ -160,7 +160,7 @@ def test_profiled_time_per_call_counts_the_named_op_on_cpu():
 
 
 def test_profiled_time_per_call_warns_when_a_call_launches_more_than_one():
-    from swin_fused.benchmarking import profiled_time_per_call
+    from swin_fused.tools.benchmarking import profiled_time_per_call
 
     a = torch.randn(8, 8)
     with pytest.warns(RuntimeWarning, match="4 'aten::mm' events over 2 calls"):
@@ -170,7 +170,7 @@ def test_profiled_time_per_call_warns_when_a_call_launches_more_than_one():
 
 
 def test_profiled_time_per_call_names_the_missing_kernel():
-    from swin_fused.benchmarking import profiled_time_per_call
+    from swin_fused.tools.benchmarking import profiled_time_per_call
 
     a = torch.randn(8, 8)
     with pytest.raises(RuntimeError, match=r"no cpu event named '_no_such_kernel'.*aten::mm"):
@@ -242,7 +242,7 @@ def test_autotuned_call_reports_only_kernels_tuned_during_the_call(monkeypatch):
     """What the op benchmark records: each candidate's time for a kernel that tuned a new key during the
     call (Triton's [median, p20, p80] lists as medians), the chosen config starred; nothing for a kernel
     whose key was already cached."""
-    from swin_fused import benchmarking
+    from swin_fused.tools import benchmarking
     from swin_fused.kernels import window_attention_bwd, window_attention_fwd
 
     class Tuner:
@@ -276,7 +276,7 @@ NCU_LOG = """==PROF== Connected to process 4242 (/usr/bin/python3.11)
 def test_summarize_adds_the_nsight_compute_kernel_table(tmp_path):
     """An ``ncu --csv --page details`` log (what gpu_report.sh writes) becomes one row per kernel launch, the
     profiler's own messages skipped and missing metrics shown as dashes."""
-    from swin_fused.bench_results import ncu_markdown
+    from swin_fused.tools.bench_results import ncu_markdown
 
     log = tmp_path / "ncu.csv"
     log.write_text(NCU_LOG)
@@ -299,7 +299,7 @@ def test_summarize_adds_the_nsight_compute_kernel_table(tmp_path):
 
 
 def test_progress_falls_back_to_stderr_without_tqdm(monkeypatch, capsys):
-    from swin_fused.benchmarking import progress
+    from swin_fused.tools.benchmarking import progress
 
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm -> ImportError
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
@@ -323,8 +323,8 @@ def test_no_subcommand_prints_help_and_fails(capsys):
 
 def test_benchmark_baselines_compute_the_same_op():
     """bench/ and `swin-fused bench` time these implementations: they must all compute the reference's op."""
-    from swin_fused.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
-    from swin_fused.costs import OpShape
+    from swin_fused.tools.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
+    from swin_fused.tools.costs import OpShape
 
     cpu = torch.device("cpu")
     assert op_unavailable_reason("fused", cpu).startswith("needs CUDA")
@@ -339,7 +339,7 @@ def test_benchmark_baselines_compute_the_same_op():
 
 
 def test_stage_shapes_follow_the_configs():
-    from swin_fused.costs import benchmark_shapes, stage_shapes
+    from swin_fused.tools.costs import benchmark_shapes, stage_shapes
 
     tiny = [(s.H, s.dim, s.heads, s.window, s.shift) for s in stage_shapes("swin_tiny_patch4_window7_224")]
     assert tiny == [(56, 96, 3, (7, 7), (0, 0)), (56, 96, 3, (7, 7), (3, 3)), (28, 192, 6, (7, 7), (0, 0)),

@@ -95,7 +95,7 @@ def git_commit() -> str:
     """Commit of this package (``-dirty`` when modified), or ``"unknown"``: stamped at build time into an
     installed copy (``_commit.txt``, see setup.py), else asked of the checkout it runs from (editable
     installs, a bare checkout)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # swin_fused/, this file is in tools/
     try:
         with open(os.path.join(package, "_commit.txt")) as f:
             stamped = f.read().strip()
@@ -251,7 +251,7 @@ def autotuned_call(fn: Callable[[], object]) -> Dict[str, Dict[str, float]]:
     candidate config's time (ms, Triton's median) keyed by the config, the chosen one marked with ``*``.
     Empty when nothing was tuned (cached key, autotuning off, no CUDA): which candidates win on a device
     decides which stay in the kernels' config lists."""
-    from .kernels import window_attention_bwd, window_attention_fwd
+    from ..kernels import window_attention_bwd, window_attention_fwd
 
     tuners = {"forward": window_attention_fwd._window_attention_fwd_autotuned,
               "backward": window_attention_bwd._window_attention_bwd_autotuned}
@@ -369,7 +369,7 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 def inference_step(model: torch.nn.Module, images: torch.Tensor, backend: Optional[str] = None,
                    compile: bool = False) -> Callable[[], torch.Tensor]:
     """``step()`` runs one ``torch.no_grad`` forward of ``model`` (already in eval mode, dtype, device)."""
-    from .backend import use_backend
+    from ..backend import use_backend
 
     run = torch.compile(model) if compile else model
 
@@ -386,7 +386,7 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dty
 
     ``model`` keeps fp32 weights; ``images`` are fp32 on the model's device.
     """
-    from .backend import use_backend
+    from ..backend import use_backend
 
     model.train()
     run = torch.compile(model) if compile else model

@@ -22,7 +22,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
 
-from .geometry import effective_window_shift, padded_size
+from ..geometry import effective_window_shift, padded_size
 
 __all__ = [
     "OpShape", "OpCost", "stage_shapes", "benchmark_shapes", "shapes_by_name", "window_attention_cost",
@@ -74,7 +74,7 @@ class OpCost:
 
 def _stage_layout(model_name: str, img_size: Optional[int] = None):
     """Yield ``(stage, side, dim, heads, {(window, shift): number of blocks})`` per stage of a named config."""
-    from .configs import MODEL_CONFIGS, resolve_model_name
+    from ..configs import MODEL_CONFIGS, resolve_model_name
 
     cfg = MODEL_CONFIGS[resolve_model_name(model_name)]
     img = cfg["img_size"] if img_size is None else img_size

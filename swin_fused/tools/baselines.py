@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backend import use_backend
+from ..backend import use_backend
 from .costs import OpShape
-from .functional import window_attention
-from .geometry import pad_map, padded_size, shift_mask, window_partition, window_reverse
-from .reference import relative_position_bias, window_attention_reference
+from ..functional import window_attention
+from ..geometry import pad_map, padded_size, shift_mask, window_partition, window_reverse
+from ..reference import relative_position_bias, window_attention_reference
 
 __all__ = [
     "OP_IMPLS",
@@ -200,7 +200,7 @@ def build_model(source: str, name: str, device: torch.device) -> nn.Module:
         raise RuntimeError(reason)
     with torch.device(device):
         if source == "ours":
-            from .configs import create_model
+            from ..configs import create_model
 
             return create_model(name)
         if source == "timm":

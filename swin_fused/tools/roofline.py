@@ -1,7 +1,7 @@
 """``swin-fused roofline``: how close the fused kernels run to what the device can do.
 
-For each Swin stage shape (:func:`swin_fused.costs.benchmark_shapes`), the analytic FLOPs and minimum bytes of
-the fused forward and backward (:mod:`swin_fused.costs`), and on CUDA two times per call: ``kernel``, the
+For each Swin stage shape (:func:`swin_fused.tools.costs.benchmark_shapes`), the analytic FLOPs and minimum bytes of
+the fused forward and backward (:mod:`swin_fused.tools.costs`), and on CUDA two times per call: ``kernel``, the
 device time of the fused kernel (``_window_attention_fwd_kernel`` / ``_window_attention_bwd_kernel``) from
 torch.profiler, and ``call``, the wall time per call including host work (argument handling, Triton launch).
 Achieved TFLOP/s and GB/s come from the kernel time, against two measured ceilings: copy bandwidth (a large
@@ -27,7 +27,7 @@ __all__ = ["add_arguments", "run", "measure_peaks", "select_shapes"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_device_options, positive_int
+    from .options import add_device_options, positive_int
 
     add_device_options(parser)
     parser.add_argument("--batch", type=positive_int, default=128, help="batch of every shape (default 128)")
@@ -55,7 +55,7 @@ def measure_peaks(device: torch.device, dtype: torch.dtype, iters: int = 10) -> 
 
 
 def select_shapes(spec: str, shapes: list) -> list:
-    """The shapes whose name passes ``spec`` (:func:`swin_fused.benchmarking.name_matches`)."""
+    """The shapes whose name passes ``spec`` (:func:`swin_fused.tools.benchmarking.name_matches`)."""
     return [s for s in shapes if name_matches(s.name, spec)]
 
 
@@ -85,7 +85,7 @@ def _time_shape(shape, batch, dtype, device, iters):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import device_and_dtype
+    from .options import device_and_dtype
     from .costs import benchmark_shapes, window_attention_cost
 
     device, dtype = device_and_dtype(args)

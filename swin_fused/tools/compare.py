@@ -5,7 +5,7 @@ models; each eager and, on CUDA, ``torch.compile``-d. All rows are built and war
 interleaved rounds (median per row), so the comparison holds on a machine shared with other work. Inference is ``torch.no_grad`` with the model in
 ``--dtype``; a training step is forward + cross-entropy + backward + SGD, fp32 weights under autocast.
 Rows that cannot run here say why ("skipped: needs CUDA"). The header gives the model's analytic
-window-attention work (:mod:`swin_fused.costs`) so a row's time can be read against it.
+window-attention work (:mod:`swin_fused.tools.costs`) so a row's time can be read against it.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ ROWS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_device_options, non_negative_int, positive_int
+    from .options import add_device_options, non_negative_int, positive_int
 
     add_device_options(parser)
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224", help="config name (default Swin-T)")
@@ -88,8 +88,8 @@ def _prepare(source, backend, compiled, name, mode, device, dtype, batch, img, w
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import device_and_dtype
-    from .configs import MODEL_CONFIGS, resolve_model_name
+    from .options import device_and_dtype
+    from ..configs import MODEL_CONFIGS, resolve_model_name
 
     device, dtype = device_and_dtype(args)
     args.model = resolve_model_name(args.model)

@@ -21,7 +21,7 @@ __all__ = ["add_arguments", "run", "measure_table"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_device_options, non_negative_int, positive_int
+    from .options import add_device_options, non_negative_int, positive_int
 
     add_device_options(parser)
     parser.add_argument("--batch", type=positive_int, help="images per forward (default: 64 on CUDA, 1 on CPU)")
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _models(spec: str) -> List[str]:
-    from .configs import MODEL_CONFIGS, resolve_model_name
+    from ..configs import MODEL_CONFIGS, resolve_model_name
 
     if spec == "all":
         return list(MODEL_CONFIGS)
@@ -49,7 +49,7 @@ def _models(spec: str) -> List[str]:
 def measure_table(names: List[str], device: torch.device, dtype: torch.dtype, batch: int, iters: int, warmup: int,
                   backend: str = "auto", show_progress: bool = True) -> List[dict]:
     """One row per config: counted params, FLOPs, measured images/s, and the paper's numbers."""
-    from .configs import MODEL_CONFIGS, PAPER_TABLE, create_model
+    from ..configs import MODEL_CONFIGS, PAPER_TABLE, create_model
 
     rows = []
     bar = progress(names, desc="swin-fused table", enabled=show_progress)
@@ -96,7 +96,7 @@ def render(rows: List[dict], env: dict, backend: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import device_and_dtype
+    from .options import device_and_dtype
 
     device, dtype = device_and_dtype(args)
     on_cuda = device.type == "cuda"

@@ -15,7 +15,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from .backend import use_backend
+from ..backend import use_backend
 from .benchmarking import device_time_us, environment, fused_unavailable_reason, progress, synchronize
 
 __all__ = ["add_arguments", "run", "FUSED_KERNELS"]
@@ -24,7 +24,7 @@ FUSED_KERNELS = ("_window_attention_fwd_kernel", "_window_attention_bwd_kernel")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_device_options, non_negative_int, positive_int
+    from .options import add_device_options, non_negative_int, positive_int
 
     add_device_options(parser)
     parser.add_argument("--model", default="swin_tiny_patch4_window7_224", help="config name (default Swin-T)")
@@ -48,8 +48,8 @@ def _sort_key(on_cuda: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import CommandError, device_and_dtype
-    from .configs import MODEL_CONFIGS, create_model, resolve_model_name
+    from .options import CommandError, device_and_dtype
+    from ..configs import MODEL_CONFIGS, create_model, resolve_model_name
 
     device, dtype = device_and_dtype(args)
     args.model = resolve_model_name(args.model)

@@ -1,4 +1,4 @@
-"""PNG charts of a benchmark run: ``python -m swin_fused.plots bench.json [...] -o outdir`` (``swin-fused plot``).
+"""PNG charts of a benchmark run: ``python -m swin_fused.tools.plots bench.json [...] -o outdir`` (``swin-fused plot``).
 
 - ``op_speedup_<mode>.png`` / ``block_speedup_<mode>.png``: per shape, how many times faster the fused op
   is than each baseline (the PyTorch path stands in for it when no fused results exist, e.g. on a CPU);
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m swin_fused.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m swin_fused.tools.plots", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

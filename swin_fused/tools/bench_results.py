@@ -1,6 +1,6 @@
 """Read pytest-benchmark JSON written by ``bench/`` (and Nsight Compute CSV) and turn it into Markdown tables.
 
-Used by ``bench/summarize.py`` (tables for bench/results/ and the README) and :mod:`swin_fused.plots`.
+Used by ``bench/summarize.py`` (tables for bench/results/ and the README) and :mod:`swin_fused.tools.plots`.
 Each benchmark's ``extra_info`` (written by bench/conftest.py) says what it measured: ``kind`` (op, block,
 model), ``impl``, ``mode``, ``shape`` or ``model``, ``batch``, ``dtype``, device and versions.
 """
