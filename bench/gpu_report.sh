@@ -103,11 +103,13 @@ T/S s3 14x14 C384 h12 w7 shift3,B s1 56x56 C128 h4 w7 shift3,T/S s2 28x28 C192 h
     step bench-models 85 env SWIN_FUSED_BENCH_BUDGET_S=75 \
         python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models.json"
-    # torch.compile rows, Swin-T inference. Not in the 6 minutes: each compile takes 30 s or more on a fresh
-    # machine. Run it with REPORT_STEPS=bench-compiled (plus summarize) on a warm machine.
+    # torch.compile rows (default and max-autotune at the throughput batch, reduce-overhead at batch 1), Swin-T.
+    # Not in the 6 minutes: each compile takes 30 s or more on a fresh machine (max-autotune minutes). Run it with
+    # REPORT_STEPS=bench-compiled (plus summarize) on a warm machine.
     if [ -n "${REPORT_STEPS:-}" ]; then
         step bench-compiled 120 env SWIN_FUSED_BENCH_BUDGET_S=100 SWIN_FUSED_BENCH_MODELS=tiny \
-            python -m pytest bench/test_bench_models.py -k "compiled" --benchmark-only -q -p no:cacheprovider \
+            python -m pytest bench/test_bench_models.py -k "compiled or max-autotune or reduce-overhead" \
+            --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$OUTDIR/bench-compiled.json"
     fi
 

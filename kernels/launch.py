@@ -82,11 +82,75 @@ def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
     ch = x.shape[-1]
     try:
         rows = x.view(-1, ch)
-    except RuntimeError:  # the dimensions do not flatten
+    except (RuntimeError, ValueError):  # the dimensions do not flatten (fake tensors raise ValueError)
         rows = None
     if rows is None or (ch > 1 and rows.stride(1) != 1):
         rows = x.contiguous().view(-1, ch)
     return rows, rows.stride(0)
+
+
+def launchable(kernel):
+    """``kernel`` as a launch site calls it: as it is in plain eager calls; through ``torch.library.wrap_triton``
+    while anything traces the launcher (``torch.compile`` / ``torch.export`` running the fused ops' fake and
+    functional passes), so that the launch becomes a node of the graph, which inductor then generates (and CUDA
+    graphs capture) instead of calling back into Python. Under Triton's interpreter the kernels are
+    ``InterpretedFunction``s, which ``wrap_triton`` cannot trace: they are traced as a ``JITFunction`` that
+    runs in the interpreter (:class:`_InterpretedJIT`), so the CPU tests take the compiled route too."""
+    if not (torch.compiler.is_compiling() or _tracing()):
+        return kernel
+    from torch.library import wrap_triton
+
+    return wrap_triton(_interpreted_jit(kernel) if interpreting() else kernel)
+
+
+def placeholder(like: torch.Tensor) -> torch.Tensor:
+    """A pointer argument the kernel never dereferences (its constexpr switches the use off): ``like`` itself in
+    eager calls (nothing allocated); a one-element tensor of ``like``'s dtype and device while tracing, because
+    functionalization treats every argument a kernel may write (all of them, when it cannot analyse the kernel)
+    as a new value of its storage, and an unused alias of an output would then overwrite it."""
+    if not (torch.compiler.is_compiling() or _tracing()):
+        return like
+    return like.new_empty(1)
+
+
+def _tracing() -> bool:
+    try:
+        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+    except ImportError:  # an older torch: its tracing does not reach the launchers
+        return False
+    return is_in_torch_dispatch_mode()
+
+
+_INTERPRETED_JIT: dict = {}
+
+
+def _interpreted_jit(kernel):
+    """The :class:`_InterpretedJIT` of an interpreted top-level kernel (one per kernel)."""
+    found = _INTERPRETED_JIT.get(id(kernel))
+    if found is None:
+        found = _INTERPRETED_JIT[id(kernel)] = _make_interpreted_jit(kernel)
+    return found
+
+
+def _make_interpreted_jit(kernel):
+    from triton.runtime.jit import JITFunction
+
+    class _InterpretedJIT(JITFunction):
+        """A kernel for ``wrap_triton`` to trace (it takes only ``JITFunction``s) that launches through Triton's
+        interpreter, as the ``InterpretedFunction`` it wraps does."""
+
+        def __init__(self, interpreted):
+            super().__init__(interpreted.fn)
+            self.interpreted = interpreted
+
+        @property
+        def cache_key(self) -> str:  # JITFunction's hashes its callees, which the interpreter has replaced
+            return f"interpreted:{self.fn.__module__}.{self.fn.__qualname__}"
+
+        def run(self, *args, grid, warmup, **kwargs):
+            return self.interpreted.run(*args, grid=grid, warmup=warmup, **kwargs)
+
+    return _InterpretedJIT(kernel)
 
 
 def launch_device(x: torch.Tensor):
@@ -154,9 +218,13 @@ class WindowGrid(NamedTuple):
     def of(cls, qkv: torch.Tensor, num_heads: int, window: Pair, shift: Pair, table_window: Optional[Pair],
            shift_before_pad: bool) -> "WindowGrid":
         B, H, W, C3 = qkv.shape
+        # What the kernels specialize on must be concrete: under torch.compile(dynamic=True) a window clamped to a
+        # symbolic map size arrives as a SymInt, and int() specializes on it (a guard, a recompile per value).
+        window, shift = (int(window[0]), int(window[1])), (int(shift[0]), int(shift[1]))
+        table_window = (int(table_window[0]), int(table_window[1])) if table_window is not None else window
         wh, ww = window
-        return cls(B, H, W, C3 // 3, num_heads, C3 // 3 // num_heads, padded_size(H, wh), padded_size(W, ww),
-                   tuple(window), tuple(shift), tuple(table_window or window), bool(shift_before_pad))
+        return cls(B, H, W, int(C3) // 3, int(num_heads), int(C3) // 3 // int(num_heads), padded_size(H, wh),
+                   padded_size(W, ww), window, shift, table_window, bool(shift_before_pad))
 
     @property
     def n_win_w(self) -> int:
@@ -179,13 +247,13 @@ class WindowGrid(NamedTuple):
 
     @property
     def padded(self) -> bool:
-        return (self.Hp, self.Wp) != (self.H, self.W)
+        return bool(self.Hp != self.H or self.Wp != self.W)  # bool(): a guard when the sizes are symbolic
 
     def pad_vector(self, pad_qkv: Optional[torch.Tensor], qkv: torch.Tensor) -> Tuple[torch.Tensor, bool]:
         """``(pad, HAS_PAD)``. Without pad_qkv, padding tokens are zeros: the masked loads already give 0."""
         if self.padded and pad_qkv is not None:
             return pad_qkv.to(qkv.dtype).contiguous(), True
-        return qkv, False  # never read
+        return placeholder(qkv), False  # never read
 
     def geometry_args(self) -> tuple:
         """Runtime arguments every kernel takes, in order: H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w."""

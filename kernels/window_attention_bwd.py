@@ -44,7 +44,7 @@ import triton.language as tl
 
 from .indexing import in_window_coords, relative_key, token_tile
 from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
-                     head_major, launch_device, next_power_of_2)
+                     head_major, launch_device, launchable, next_power_of_2, placeholder)
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -383,7 +383,7 @@ def _windows_per_program(n_windows: int, num_heads: int) -> int:
     12x12), so fewer programs repeat less of that. About 1024 (window-group, head) programs still give an
     H100 ~8 waves (132 SMs, one 8-warp program per SM at 255 registers).
     """
-    return max(1, min(16, (n_windows * num_heads) // 1024))
+    return int(max(1, min(16, (n_windows * num_heads) // 1024)))  # int(): a constexpr, concrete under tracing
 
 
 def window_attention_bwd(
@@ -433,10 +433,12 @@ def window_attention_bwd(
     lse = lse.contiguous()  # the kernel indexes it as the forward wrote it
     qkv_rows, qkv_stride = as_rows(qkv)
     dout_rows, dout_stride = as_rows(dout.to(qkv.dtype))  # tl.dot needs dO in the operands' dtype
-    if dqkv is None:
+    if dqkv is None:  # allocated here: contiguous, nothing to check
         dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
-    dqkv_rows, dqkv_stride = as_rows(dqkv)
-    check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
+        dqkv_rows, dqkv_stride = dqkv.view(-1, qkv.shape[-1]), qkv.shape[-1]
+    else:
+        dqkv_rows, dqkv_stride = as_rows(dqkv)
+        check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     config = bwd_launch_config(N, qkv.dtype, g.block_d)
     block = config.kwargs["BLOCK"]
@@ -447,18 +449,18 @@ def window_attention_bwd(
     # the kernel's prologue (each program for its windows) and read back by its passes; one-tile windows keep
     # both in registers.
     delta, inv_l = (torch.empty((2, dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
-                    if N > block else (lse, lse))
+                    if N > block else (placeholder(lse), placeholder(lse)))
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     n_programs = triton.cdiv(n_windows, per_program)
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
-                  if N > block else dtable_partial)
+                  if N > block else placeholder(dtable_partial))
     dq_scratch = (torch.empty((n_programs, num_heads, N, g.block_d), device=qkv.device, dtype=torch.float32)
-                  if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else dtable_partial)
+                  if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else placeholder(dtable_partial))
     dpad_partial = (torch.empty((n_programs, 2, num_heads, g.block_d), device=qkv.device, dtype=torch.float32)
-                    if has_pad else dtable_partial)
+                    if has_pad else placeholder(dtable_partial))
     scale = g.head_dim**-0.5 if scale is None else scale
     table = head_major(table)
     args = (qkv_rows, pad, table, dout_rows, lse, delta, inv_l, dqkv_rows, ds_scratch, dq_scratch,
@@ -467,9 +469,9 @@ def window_attention_bwd(
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
     with launch_device(qkv):
         if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
-            _window_attention_bwd_autotuned[(n_programs, num_heads)](*args, **constexprs)
+            launchable(_window_attention_bwd_autotuned)[(n_programs, num_heads)](*args, **constexprs)
         else:
-            _window_attention_bwd_kernel[(n_programs, num_heads)](
+            launchable(_window_attention_bwd_kernel)[(n_programs, num_heads)](
                 *args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
     # Fixed-order reduction over programs (no atomics).
     dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     check_output, head_major, launch_device, next_power_of_2)
+                     check_output, head_major, launch_device, launchable, next_power_of_2, placeholder)
 from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
 
@@ -208,12 +208,14 @@ def window_attention_fwd(
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     check_kernel_inputs(qkv, table, g.head_dim, g.tokens)
     qkv_rows, qkv_stride = as_rows(qkv)
-    if out is None:
+    if out is None:  # allocated here: contiguous, nothing to check (and nothing to read under fake tensors)
         out = torch.empty((g.B, g.H, g.W, g.C), device=qkv.device, dtype=qkv.dtype)
-    out_rows, out_stride = as_rows(out)
-    check_output("out", out, out_rows, out_stride, (g.B, g.H, g.W, g.C), qkv)
+        out_rows, out_stride = out.view(-1, g.C), g.C
+    else:
+        out_rows, out_stride = as_rows(out)
+        check_output("out", out, out_rows, out_stride, (g.B, g.H, g.W, g.C), qkv)
     lse = (torch.empty((g.B * g.n_win, num_heads, g.tokens), device=qkv.device, dtype=torch.float32)
-           if return_lse else out_rows)
+           if return_lse else placeholder(out_rows))
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     scale = g.head_dim**-0.5 if scale is None else scale
 
@@ -228,10 +230,10 @@ def window_attention_fwd(
                 return (triton.cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * triton.cdiv(g.tokens, meta["BLOCK_M"]),
                         num_heads)
 
-            _window_attention_fwd_autotuned[grid](*args, **constexprs)
+            launchable(_window_attention_fwd_autotuned)[grid](*args, **constexprs)
         else:
             config = _heuristic_config(*g.window, qkv.dtype, g.block_d)
             grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
-            _window_attention_fwd_kernel[grid](*args, **constexprs, **config.kwargs, num_warps=config.num_warps,
-                                               num_stages=config.num_stages)
+            launchable(_window_attention_fwd_kernel)[grid](*args, **constexprs, **config.kwargs,
+                                                          num_warps=config.num_warps, num_stages=config.num_stages)
     return out, (lse if return_lse else None)

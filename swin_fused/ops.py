@@ -1,6 +1,9 @@
-"""The fused window attention as a ``torch.library`` custom op with autograd.
+"""The fused window attention as ``torch.library.triton_op``s with autograd.
 
-Registered ops (fake implementations included, so ``torch.compile(fullgraph=True)`` traces through them):
+Registered ops (``torch.compile(fullgraph=True)`` traces into them: a ``triton_op``'s body is its own fake
+implementation, and the AOT dispatcher decomposes it, so each kernel launch, through ``wrap_triton``
+(:func:`swin_fused.kernels.launch.launchable`), is a node of the graph that inductor generates the launch of,
+and CUDA graphs (``mode="reduce-overhead"``) capture; ``torch.export`` keeps the ops whole):
 
 - ``swin_fused::window_attention(qkv, table, pad_qkv, ...) -> (out, lse)``: the fused forward; ``lse`` is
   empty unless gradients are needed.
@@ -31,7 +34,6 @@ except ImportError:  # an older torch: every call goes through the registered op
     def is_in_torch_dispatch_mode() -> bool:
         return True
 
-from .geometry import padded_size
 from .kernels.launch import head_major
 from .kernels.window_attention_bwd import window_attention_bwd
 from .kernels.window_attention_fwd import window_attention_fwd
@@ -39,7 +41,7 @@ from .kernels.window_attention_fwd import window_attention_fwd
 __all__ = ["fused_window_attention"]
 
 
-@torch.library.custom_op("swin_fused::window_attention", mutates_args=())
+@torch.library.triton_op("swin_fused::window_attention", mutates_args=())
 def _window_attention(
     qkv: Tensor,
     table: Tensor,
@@ -66,18 +68,7 @@ def _forward(qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_
     return out, (lse if lse is not None else qkv.new_empty((0,), dtype=torch.float32))
 
 
-@_window_attention.register_fake
-def _window_attention_fake(qkv, table, pad_qkv, num_heads, window, shift, scale, shift_before_pad, table_window,
-                           need_lse):
-    B, H, W, C3 = qkv.shape
-    out = qkv.new_empty((B, H, W, C3 // 3))
-    if not need_lse:
-        return out, qkv.new_empty((0,), dtype=torch.float32)
-    n_windows = B * (padded_size(H, window[0]) // window[0]) * (padded_size(W, window[1]) // window[1])
-    return out, qkv.new_empty((n_windows, num_heads, window[0] * window[1]), dtype=torch.float32)
-
-
-@torch.library.custom_op("swin_fused::window_attention_backward", mutates_args=())
+@torch.library.triton_op("swin_fused::window_attention_backward", mutates_args=())
 def _window_attention_backward(
     dout: Tensor,
     qkv: Tensor,
@@ -107,15 +98,6 @@ def _gradients(dout, qkv, lse, table, pad_qkv, num_heads, window, shift, scale, 
     if pad_qkv is not None:
         dpad = torch.zeros_like(pad_qkv) if dpad is None else dpad.to(pad_qkv.dtype)
     return dqkv, dtable.to(table.dtype), dpad
-
-
-@_window_attention_backward.register_fake
-def _window_attention_backward_fake(dout, qkv, lse, table, pad_qkv, num_heads, window, shift, scale,
-                                    shift_before_pad, table_window):
-    # Contiguous, as the launcher allocates them whatever the inputs' strides (empty_like would copy a strided
-    # qkv's layout, and inductor asserts the real output's strides against these).
-    dpad = pad_qkv.new_empty(pad_qkv.shape) if pad_qkv is not None else qkv.new_empty((0,))
-    return qkv.new_empty(qkv.shape), table.new_empty(table.shape), dpad
 
 
 def _setup_context(ctx, inputs, output):

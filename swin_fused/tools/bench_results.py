@@ -18,8 +18,8 @@ __all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report", "
 #: Column order of implementations in tables and plots; unknown ones follow in first-seen order.
 IMPL_ORDER = (
     "fused", "torch_path", "reference", "sdpa", "flex", "timm",
-    "ours-fused-eager", "ours-fused-compiled", "ours-torch_path-eager",
-    "timm-eager", "timm-compiled", "torchvision-eager", "torchvision-compiled",
+    *(f"{source}-{mode}" for source in ("ours-fused", "ours-torch_path", "timm", "torchvision")
+      for mode in ("eager", "compiled", "max-autotune", "reduce-overhead")),
 )
 
 
@@ -82,6 +82,8 @@ def load_results(path: str) -> Tuple[List[Result], Dict]:
         if "kind" not in info or "stats" not in bench:
             continue
         subject = info.get("shape") or info.get("model") or bench.get("name", "?")
+        if info.get("batch_kind") == "latency":  # batch 1 beside the throughput batch: rows of their own
+            subject = f"{subject} (latency)"
         results.append(Result(info["kind"], info.get("impl", "?"), info.get("mode", ""), subject,
                               float(bench["stats"]["median"]), info.get("batch"), info))
         if not env:
@@ -113,14 +115,42 @@ def _speedup_target(impls: Sequence[str]) -> Optional[str]:
     return None
 
 
+def _fastest(row: Dict[str, Result], keep) -> Optional[Result]:
+    """The fastest result of ``row`` among the implementations ``keep`` accepts."""
+    found = [r for impl, r in row.items() if keep(impl)]
+    return min(found, key=lambda r: r.median_s) if found else None
+
+
+def _versus(ours: Optional[Result], theirs: Optional[Result]) -> str:
+    if ours is None or theirs is None:
+        return "—"
+    return f"{theirs.median_s / ours.median_s:.2f}x ({ours.impl} vs {theirs.impl})"
+
+
+def _is_ours(impl: str) -> bool:
+    return impl.startswith("ours-")
+
+
+def _model_speedups(row: Dict[str, Result]) -> List[str]:
+    """The package's fastest row against the fastest baseline whatever its mode (eager or compiled), and its
+    eager model against the fastest compiled baseline (what a user who does not compile gets)."""
+    ours_fused = _fastest(row, lambda i: i.startswith("ours-fused-")) or _fastest(row, _is_ours)
+    baseline = _fastest(row, lambda i: not _is_ours(i))
+    eager = row.get("ours-fused-eager") or row.get("ours-torch_path-eager")
+    compiled_baseline = _fastest(row, lambda i: not _is_ours(i) and not i.endswith("-eager"))
+    return [_versus(ours_fused, baseline), _versus(eager, compiled_baseline)]
+
+
 def _markdown_table(kind: str, mode: str, results: List[Result]) -> Optional[str]:
     impls, table = pivot(results, kind, mode)
     if not table:
         return None
     model = kind == "model"
-    target = _speedup_target(impls)
+    target = None if model else _speedup_target(impls)
     unit = "images/s" if model else "ms"
     header = (["model", "batch"] if model else ["shape"]) + [f"{i} ({unit})" for i in impls]
+    if model:
+        header += ["best ours vs best baseline (any mode)", "ours eager vs best compiled baseline"]
     if target:
         header.append(f"{target}: speedup vs best other")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -129,6 +159,8 @@ def _markdown_table(kind: str, mode: str, results: List[Result]) -> Optional[str
         for impl in impls:
             r = row.get(impl)
             cells.append("—" if r is None else (f"{r.images_per_s:,.1f}" if model else f"{1e3 * r.median_s:.3f}"))
+        if model:
+            cells += _model_speedups(row)
         if target:
             others = [r.median_s for i, r in row.items() if i != target]
             if target in row and others:

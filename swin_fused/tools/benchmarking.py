@@ -139,11 +139,34 @@ def environment(device: torch.device, dtype: Optional[torch.dtype] = None, batch
     return info
 
 
-def impl_id(source: str, backend: Optional[str], compiled: bool) -> str:
+#: torch.compile modes the benchmarks run, and the suffix of their rows (``"default"`` is ``-compiled``).
+COMPILE_MODES = {None: "eager", "default": "compiled", "max-autotune": "max-autotune",
+                 "reduce-overhead": "reduce-overhead"}
+
+
+def compile_mode(compile) -> Optional[str]:
+    """``None`` (eager) or a ``torch.compile`` mode, from a mode name or a bool (True: ``"default"``)."""
+    if compile is True:
+        return "default"
+    if not compile:
+        return None
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {compile!r}; expected one of {', '.join(m for m in COMPILE_MODES if m)}")
+    return compile
+
+
+def impl_id(source: str, backend: Optional[str], compile=None) -> str:
     """The name a model row goes by in benchmark records, tables and plots, e.g. ``ours-fused-eager``,
-    ``timm-compiled``: the same for ``pytest bench/`` and ``swin-fused bench --json``."""
+    ``timm-compiled``, ``torchvision-max-autotune``: the same for ``pytest bench/`` and ``swin-fused bench
+    --json``. ``compile``: None / False (eager), True or a torch.compile mode."""
     label = {"triton": "fused", "torch": "torch_path"}.get(backend, source)
-    return ("ours-" + label if source == "ours" else label) + ("-compiled" if compiled else "-eager")
+    return ("ours-" + label if source == "ours" else label) + "-" + COMPILE_MODES[compile_mode(compile)]
+
+
+def compiled(model: torch.nn.Module, compile) -> torch.nn.Module:
+    """``model`` under ``torch.compile`` in the given mode (see :func:`compile_mode`), or itself (eager)."""
+    mode = compile_mode(compile)
+    return model if mode is None else torch.compile(model, mode=mode)
 
 
 def synchronize(device: torch.device) -> None:
@@ -367,11 +390,12 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 
 def inference_step(model: torch.nn.Module, images: torch.Tensor, backend: Optional[str] = None,
-                   compile: bool = False) -> Callable[[], torch.Tensor]:
-    """``step()`` runs one ``torch.no_grad`` forward of ``model`` (already in eval mode, dtype, device)."""
+                   compile=False) -> Callable[[], torch.Tensor]:
+    """``step()`` runs one ``torch.no_grad`` forward of ``model`` (already in eval mode, dtype, device);
+    ``compile``: False, True or a torch.compile mode (``"max-autotune"``, ``"reduce-overhead"``)."""
     from ..backend import use_backend
 
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
 
     def step() -> torch.Tensor:
         with torch.no_grad(), use_backend(backend or "auto"):
@@ -381,7 +405,7 @@ def inference_step(model: torch.nn.Module, images: torch.Tensor, backend: Option
 
 
 def training_step(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype, backend: Optional[str] = None,
-                  compile: bool = False) -> Callable[[], torch.Tensor]:
+                  compile=False) -> Callable[[], torch.Tensor]:
     """``step()`` runs forward, cross-entropy, backward and an SGD step (autocast to ``dtype`` for half types).
 
     ``model`` keeps fp32 weights; ``images`` are fp32 on the model's device.
@@ -389,7 +413,7 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dty
     from ..backend import use_backend
 
     model.train()
-    run = torch.compile(model) if compile else model
+    run = compiled(model, compile)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     target = torch.randint(0, 1000, (images.shape[0],), generator=gen).to(images.device)
