@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .geometry import to_2tuple
 from .model import (STATE_DICT_CONVERTERS, BasicLayer, PatchEmbed, PatchMerging, SwinTransformer, _check_config,
-                    _check_rates, _reject_unknown_keywords, stage_resolution)
+                    _check_rates, _fixed_semantics, _reject_unknown_keywords, stage_resolution)
 from .semantics import size_rule
 
 __all__ = ["SwinBackbone"]
@@ -48,8 +48,8 @@ class SwinBackbone(nn.Module):
         attn_drop_rate, drop_path_rate, norm_layer, ape, patch_norm, use_checkpoint: as the official backbone.
         out_indices: the stages whose outputs ``forward`` returns (each through its own ``norm{i}``).
         frozen_stages: -1 (none) or how far to freeze (see the module docstring).
-        pretrained: accepted as the official constructor does; the weights load when the detector calls
-            ``init_weights(pretrained)`` (or through :func:`swin_fused.load_checkpoint`).
+        pretrained: a checkpoint path or None, as the official constructor takes it: the weights load when the
+            detector calls ``init_weights()`` (or ``init_weights(path)``, or :func:`swin_fused.load_checkpoint`).
         semantics: the size rule, ``"detection"`` by default (:mod:`swin_fused.semantics`).
 
     ``forward``: ``[B, in_chans, H, W] -> tuple of [B, embed_dim * 2^i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2))]``.
@@ -83,7 +83,7 @@ class SwinBackbone(nn.Module):
         super().__init__()
         _reject_unknown_keywords(type(self).__name__, kwargs, _CONSTRUCTOR_KEYWORDS)
         rule = size_rule(semantics)
-        self.semantics = rule.name
+        self._semantics = rule.name
         _check_config(pretrain_img_size, patch_size, in_chans, 0, embed_dim, depths, num_heads, window_size)
         _check_rates(mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
         self.num_layers = len(depths)
@@ -99,6 +99,9 @@ class SwinBackbone(nn.Module):
         self.patch_norm = patch_norm
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise TypeError(f"pretrained must be a str (a checkpoint path) or None, got {type(pretrained).__name__}")
+        self.pretrained = pretrained  # what init_weights() loads when the detector calls it without a path
 
         self.patch_embed = PatchEmbed(img_size=pretrain_img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim, norm_layer=norm_layer if patch_norm else None,
@@ -125,12 +128,18 @@ class SwinBackbone(nn.Module):
         self.num_features = [int(embed_dim * 2**i) for i in range(self.num_layers)]
         for i in out_indices:
             self.add_module(f"norm{i}", norm_layer(self.num_features[i]))
-        self.init_weights()
+        self.apply(SwinTransformer._init_weights)  # the constructor initialises; init_weights() also loads
         self._freeze_stages()
 
+    semantics = property(lambda self: self._semantics, _fixed_semantics,
+                         doc="The size rule's name (fixed at construction).")
+
     def init_weights(self, pretrained: Optional[str] = None) -> None:
-        """Truncated-normal Linears and unit LayerNorms, as the official backbone; then, given a path, the
-        checkpoint (any source :func:`swin_fused.load_checkpoint` reads, ``strict=False``)."""
+        """Truncated-normal Linears and unit LayerNorms, as the official backbone; then, given a path (or the
+        constructor's ``pretrained``), the checkpoint (any source :func:`swin_fused.load_checkpoint` reads,
+        ``strict=False``; an ``ape`` table in the classification layout is reshaped as the official loader
+        does, bias tables of another window are not resized)."""
+        pretrained = pretrained if pretrained is not None else getattr(self, "pretrained", None)
         if pretrained is not None and not isinstance(pretrained, str):
             raise TypeError(f"pretrained must be a str (a checkpoint path) or None, got {type(pretrained).__name__}")
         self.apply(SwinTransformer._init_weights)  # the official backbone's init is the classifier's

@@ -51,7 +51,22 @@ def _reject_unknown_keywords(owner: str, kwargs: dict, valid: Iterable[str]) -> 
     for name in kwargs:
         close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        if _FOREIGN_KEYWORDS.get(name):
+            hint = f"; {_FOREIGN_KEYWORDS[name]}"
         raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")
+
+
+#: Keywords of other libraries' constructors, and what to do instead.
+_FOREIGN_KEYWORDS = {
+    "always_partition": "timm's always_partition has no equivalent here: semantics='detection' never clamps",
+    "stochastic_depth_prob": "torchvision's stochastic_depth_prob is drop_path_rate here",
+    "pretrained": "weights load with swin_fused.load_checkpoint(model, path)",
+}
+
+
+def _fixed_semantics(self, value) -> None:
+    raise AttributeError(f"semantics is fixed at construction (every block decided its rule then); build the "
+                         f"model with semantics={value!r} instead of assigning it")
 
 
 def _side(pair: Pair):
@@ -276,7 +291,6 @@ class SwinTransformerBlock(nn.Module):
         if isinstance(shift_size, bool) or not isinstance(shift_size, int) or not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be an int in [0, window_size={window_size}), got {shift_size!r}")
         self.rule = size_rule(semantics)
-        self.semantics = self.rule.name
         #: (window, shift) as configured; every forward decides from these and the map it gets.
         self.configured = (to_2tuple(window_size), to_2tuple(shift_size))
         self.built = self.rule.built(self.input_resolution, *self.configured)
@@ -312,6 +326,9 @@ class SwinTransformerBlock(nn.Module):
                                       error_msgs)
         if key in missing_keys:
             missing_keys.remove(key)
+
+    semantics = property(lambda self: self.rule.name, _fixed_semantics,
+                         doc="The size rule's name (fixed at construction).")
 
     def window_and_shift(self, H: int, W: int) -> Tuple[Pair, Pair]:
         """The ``(window, shift)`` this block uses on an ``H x W`` map, by its semantics' rule (host ints)."""
@@ -552,7 +569,7 @@ class SwinTransformer(nn.Module):
         super().__init__()
         _reject_unknown_keywords(type(self).__name__, kwargs, _CONSTRUCTOR_KEYWORDS)
         rule = size_rule(semantics)
-        self.semantics = rule.name
+        self._semantics = rule.name
         _check_config(img_size, patch_size, in_chans, num_classes, embed_dim, depths, num_heads, window_size)
         _check_rates(mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
         self.num_classes = num_classes
@@ -613,6 +630,9 @@ class SwinTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
+
+    semantics = property(lambda self: self._semantics, _fixed_semantics,
+                         doc="The size rule's name (fixed at construction).")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):

@@ -34,8 +34,13 @@ smaller than the configured one makes its bias lookup fail; neither is reproduce
 accepted as names of ``detection``.
 
 Patch embedding differs too: the official code (which asserts the size), the detection backbone and HF pad
-the image to a multiple of the patch; torchvision and timm convolve it as it is, dropping the remainder
-(:attr:`SizeRule.pads_patches`).
+the image to a multiple of the patch; torchvision convolves it as it is, dropping the remainder, and so does
+the package under ``timm`` (timm itself asserts a size divisible by the patch) (:attr:`SizeRule.pads_patches`).
+
+What a state dict cannot say is not reproduced either: a model built with timm's ``always_partition=True``
+(windows never clamped, but shift then pad) matches no rule here; load it into ``semantics="timm"`` only for
+inputs where no stage is smaller than the window, or optimize() the timm model itself, which is exact. HF configs
+with another ``hidden_act`` or ``layer_norm_eps`` than Swin's (GELU, 1e-5) need the model built to match.
 """
 from __future__ import annotations
 
@@ -129,7 +134,8 @@ SEMANTICS: Dict[str, SizeRule] = {
     "timm": SizeRule("timm", True, False, True, False),
     "transformers": SizeRule("transformers", False, True, False, False),
 }
-_ALIASES = {"mmdet": "detection", "mmseg": "detection", "hf": "transformers", "huggingface": "transformers"}
+_ALIASES = {"mmdet": "detection", "mmseg": "detection", "hf": "transformers", "huggingface": "transformers",
+            "tv": "torchvision"}
 
 
 def size_rule(semantics) -> SizeRule:

@@ -204,3 +204,22 @@ def test_optimize_real_mmdet():
     assert report.family == "detection" and len(report.patched) == 8
     x = images((200, 264))
     assert_maps_close(run(fast, x), run(model, x), "mmdet")
+
+
+def test_classification_ape_checkpoints_initialise_a_backbone(tmp_path):
+    """A classification model's [1, H*W, C] absolute position embedding becomes the backbone's [1, C, H, W] (as
+    the detection code's loader reshapes it); the constructor's pretrained path is what init_weights() loads."""
+    from official_swin import SwinTransformer as OfficialSwin
+
+    classifier = perturb_(OfficialSwin(img_size=224, num_classes=5, ape=True, **NARROW))
+    path = tmp_path / "ape.pth"
+    torch.save({"model": classifier.state_dict()}, path)
+    backbone = swin_fused.SwinBackbone(**NARROW, ape=True, pretrained=str(path))
+    assert not torch.equal(backbone.patch_embed.proj.weight, classifier.patch_embed.proj.weight)  # not yet
+    with pytest.warns(UserWarning, match="left at their initialisation"):
+        backbone.init_weights()  # how a detector calls it
+    expected = classifier.absolute_pos_embed.view(1, 56, 56, 16).permute(0, 3, 1, 2)
+    assert torch.equal(backbone.absolute_pos_embed, expected)
+    assert torch.equal(backbone.patch_embed.proj.weight, classifier.patch_embed.proj.weight)
+    with pytest.raises(TypeError, match="pretrained must be a str"):
+        swin_fused.SwinBackbone(**NARROW, pretrained=3)

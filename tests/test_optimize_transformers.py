@@ -175,3 +175,84 @@ def test_undo_and_models_that_reuse_swin(monkeypatch):
     with pytest.warns(UserWarning, match="DonutSwinLayer .* is not transformers' SwinLayer"):
         report = swin_fused.optimize(other, verbose=False)
     assert report.family == "transformers" and not report.patched and len(report.left_alone) == 2
+
+
+class CallCounter:
+    """Counts calls of swin_fused.window_attention (one per fused layer call)."""
+
+    def __init__(self, monkeypatch):
+        import swin_fused.functional as functional
+
+        self.calls = 0
+        real = functional.window_attention
+
+        def counting(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(functional, "window_attention", counting)
+
+
+def test_keywords_hf_passes_through_stay_fused(monkeypatch):
+    """A Trainer's num_items_in_batch and UperNet's output_attentions=False reach every SwinLayer; they concern HF's
+    attention function, which the fused path replaces, so the layers stay fused."""
+    torch.manual_seed(11)
+    model = perturb_(hf_swin.SwinForImageClassification(config())).to(DEVICE)
+    fast, _ = optimized(model)
+    x = torch.randn(1, 3, 224, 224).to(DEVICE)
+    counter = CallCounter(monkeypatch)
+    with torch.no_grad():
+        out = fast(x, output_attentions=False).logits
+        assert counter.calls == NUM_LAYERS
+        fast(x, num_items_in_batch=torch.tensor(8))
+        assert counter.calls == 2 * NUM_LAYERS
+        assert relative_error(out, model(x).logits) <= 2e-4
+
+
+class Adapter(torch.nn.Module):
+    """What peft's LoRA does to a projection: a wrapper module (not an nn.Linear) adding a low-rank term."""
+
+    def __init__(self, base: torch.nn.Linear):
+        super().__init__()
+        self.base = base
+        self.down = torch.nn.Linear(base.in_features, 2, bias=False)
+        self.up = torch.nn.Linear(2, base.out_features, bias=False)
+        torch.nn.init.normal_(self.up.weight, std=0.5)
+
+    @property
+    def weight(self):  # as peft exposes the base layer's weight
+        return self.base.weight
+
+    @property
+    def bias(self):
+        return self.base.bias
+
+    def forward(self, x):
+        return self.base(x) + self.up(self.down(x))
+
+
+def test_projections_wrapped_after_optimize_take_hfs_path(monkeypatch):
+    torch.manual_seed(12)
+    model = perturb_(hf_swin.SwinForImageClassification(config())).to(DEVICE)
+    fast, _ = optimized(model)
+    for m in (model, fast):  # the same adapters (same seed) on both
+        torch.manual_seed(13)
+        for layer in m.modules():
+            if isinstance(layer, hf_swin.SwinLayer):
+                layer.attention.q_proj = Adapter(layer.attention.q_proj).to(DEVICE)
+    x = torch.randn(1, 3, 224, 224).to(DEVICE)
+    counter = CallCounter(monkeypatch)
+    with torch.no_grad():
+        assert relative_error(fast(x).logits, model(x).logits) <= 2e-4
+    assert counter.calls == 0
+
+
+def test_absolute_position_embeddings_convert():
+    torch.manual_seed(14)
+    theirs = perturb_(hf_swin.SwinForImageClassification(config(use_absolute_embeddings=True))).to(DEVICE)
+    ours = swin_fused.SwinTransformer(img_size=224, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                                      window_size=7, num_classes=10, ape=True, semantics="transformers")
+    swin_fused.load_checkpoint(ours, theirs.state_dict())
+    x = torch.randn(1, 3, 224, 224).to(DEVICE)
+    with torch.no_grad():
+        assert relative_error(ours.eval().to(DEVICE)(x), theirs(x).logits) <= 2e-4

@@ -265,3 +265,25 @@ def test_checkpoints_saved_by_earlier_transformers_releases(transformers_model):
     again = swin_fused.SwinTransformer(img_size=224, **NARROW, semantics="transformers")
     again.load_state_dict(sd)
     assert relative_error(logits(again.eval().to(DEVICE), x, "torch"), theirs) <= TOLERANCE
+
+
+def test_semantics_is_fixed_at_construction_and_foreign_keywords_get_a_hint():
+    with torch.device("meta"):
+        model = swin_fused.swin_tiny_patch4_window7_224(semantics="tv")
+    assert model.semantics == "torchvision" and model.layers[0].blocks[1].semantics == "torchvision"
+    with pytest.raises(AttributeError, match="semantics is fixed at construction.*semantics='timm'"):
+        model.semantics = "timm"
+    with pytest.raises(TypeError, match="stochastic_depth_prob.*is drop_path_rate here"):
+        swin_fused.SwinTransformer(stochastic_depth_prob=0.2)
+    with pytest.raises(TypeError, match="'pretrained'; weights load with swin_fused.load_checkpoint"):
+        swin_fused.create_model("swin_t", pretrained=True)
+
+
+def test_other_architectures_are_not_taken_for_swin():
+    vit_like = {"patch_embed.proj.weight": torch.zeros(8, 3, 16, 16), "blocks.0.attn.qkv.weight": torch.zeros(24, 8),
+                "head.weight": torch.zeros(10, 8)}
+    convnext_like = {"features.0.0.weight": torch.zeros(8, 3, 4, 4), "features.1.0.block.0.weight": torch.zeros(8),
+                     "classifier.2.weight": torch.zeros(10, 8)}
+    for sd in (vit_like, convnext_like):
+        with pytest.raises(ValueError, match="unknown Swin state-dict layout"):
+            swin_fused.detect_layout(sd)

@@ -304,6 +304,22 @@ class _Mismatch(NamedTuple):
     nonstandard_index: List[str]
 
 
+def _match_absolute_pos_embed(model: nn.Module, sd: StateDict) -> None:
+    """The two layouts of the absolute position embedding (``ape``) onto the model's: classification code keeps
+    ``[1, H*W, C]``, the detection backbone ``[1, C, H, W]`` (as the detection code's own loader reshapes it).
+    Grids of another size are left to the shape check (no resizing)."""
+    own = model.state_dict().get("absolute_pos_embed")
+    got = sd.get("absolute_pos_embed")
+    if own is None or not isinstance(got, torch.Tensor) or got.shape == own.shape or got.numel() != own.numel():
+        return
+    if own.dim() == 4 and got.dim() == 3:  # [1, L, C] -> [1, C, H, W]
+        _, C, H, W = own.shape
+        if tuple(got.shape) == (1, H * W, C):
+            sd["absolute_pos_embed"] = got.view(1, H, W, C).permute(0, 3, 1, 2).contiguous()
+    elif own.dim() == 3 and got.dim() == 4:  # [1, C, H, W] -> [1, L, C]
+        sd["absolute_pos_embed"] = got.flatten(2).transpose(1, 2).contiguous()
+
+
 def _is_derivable(key: str) -> bool:
     """The buffers a model rebuilds from its geometry; a checkpoint need not carry them."""
     return key.rsplit(".", 1)[-1] in ("relative_position_index", "attn_mask")
@@ -470,6 +486,7 @@ def load_checkpoint(
     sd = found.to_official(sd)
     _add_relative_position_index(sd)
     model = _bare_module(model)
+    _match_absolute_pos_embed(model, sd)
     mismatch = _compare(model, sd)
     if mismatch.misshaped or mismatch.nonstandard_index or (strict and (mismatch.missing or mismatch.unexpected)):
         raise CheckpointError(_mismatch_message(source, found.name, model, mismatch, strict, sd))

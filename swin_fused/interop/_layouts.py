@@ -15,6 +15,13 @@ StateDict = Dict[str, torch.Tensor]
 
 #: Per-stage output norms of the detection backbones (``norm0`` ... ``norm3``), and the final norm.
 STAGE_NORM = re.compile(r"^norm(\d+)\.")
+#: A Swin block's key in the official layout (and timm's, the detection backbones'): what tells a Swin state
+#: dict from another model's with ``patch_embed`` / ``layers`` keys (a ViT, a ConvNeXt).
+SWIN_BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.")
+
+
+def has_swin_blocks(keys) -> bool:
+    return any(SWIN_BLOCK.match(key) for key in keys)
 
 
 @dataclass(frozen=True)

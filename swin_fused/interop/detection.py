@@ -34,7 +34,7 @@ from typing import Iterable, Mapping, Optional
 import torch
 import torch.nn as nn
 
-from ._layouts import STAGE_NORM, Layout, StateDict, rename
+from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks, rename
 from ._patching import (Candidate, attend, first, heads_reason, hook_reason, index_reason, instance_reason,
                         linear_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason)
 from .official import positional_parameters
@@ -54,8 +54,7 @@ _UNFOLD_TO_OFFICIAL = [0, 2, 1, 3]
 
 def _recognise_detection(keys: Iterable[str]) -> bool:
     keys = list(keys)
-    return (any(key.startswith(("layers.", "patch_embed.proj.")) for key in keys)
-            and any(STAGE_NORM.match(key) for key in keys) and not any(key.startswith("head.") for key in keys))
+    return (has_swin_blocks(keys) and any(STAGE_NORM.match(key) for key in keys) and not any(key.startswith("head.") for key in keys))
 
 
 def _recognise_mmdet(keys: Iterable[str]) -> bool:

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Optional
 import torch
 import torch.nn as nn
 
-from ._layouts import STAGE_NORM, Layout, StateDict
+from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks
 from ._patching import (Candidate, attend, first, heads_reason, hook_reason, index_reason, instance_reason,
                         linear_reason, mask_reason, needs_library_path, patch_of, shift_reason, table_reason)
 
@@ -37,7 +37,7 @@ _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
 
 def _recognise(keys: Iterable[str]) -> bool:
     keys = list(keys)
-    if not any(key.startswith(("layers.", "patch_embed.")) for key in keys):
+    if not has_swin_blocks(keys):
         return False
     if any(key.startswith("patch_embed.projection.") or STAGE_NORM.match(key) for key in keys):
         return False  # mmdet's embedding; a detection backbone's per-stage norms

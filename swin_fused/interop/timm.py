@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..geometry import padded_size
-from ._layouts import Layout, StateDict
+from ._layouts import Layout, StateDict, has_swin_blocks
 from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
                         mask_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason)
 
@@ -41,6 +41,8 @@ _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(.+)$")
 
 def _recognise(keys: Iterable[str]) -> bool:
     keys = list(keys)
+    if not has_swin_blocks(keys):
+        return False
     stages = {int(m.group(1)) for m in map(_LAYER.match, keys) if m}
     merging = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, keys) if m}
     last = max(stages, default=0)

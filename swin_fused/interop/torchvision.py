@@ -40,8 +40,13 @@ _EMBED = (("0.", "patch_embed.proj."), ("2.", "patch_embed.norm."))
 # ---------------------------------------------------------------------------------------------------- keys
 
 
+_SWIN_ATTENTION = re.compile(r"^features\.\d+\.\d+\.attn\.")
+
+
 def _recognise(keys: Iterable[str]) -> bool:
-    return any(_FEATURE.match(key) for key in keys)
+    """torchvision's Swin: ``features.*`` with window attention in them (its ConvNeXt, EfficientNet ... have
+    ``features.*`` too)."""
+    return any(_SWIN_ATTENTION.match(key) for key in keys)
 
 
 def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
@@ -77,7 +82,9 @@ LAYOUTS = (Layout("torchvision", SEMANTICS, _recognise, _to_official, "features.
 def _forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """torchvision ``ShiftedWindowAttention.forward`` on the fused op: ``[B, H, W, C] -> [B, H, W, C]``."""
     patch = patch_of(attn)
-    if needs_library_path((), None, x):
+    # qkv / proj are read by weight (as torchvision reads them): a wrapper set on them after optimize() (peft's
+    # LoRA) would be skipped, so such a call runs torchvision's code (which skips it just the same).
+    if needs_library_path((), None, x) or type(attn.qkv) is not nn.Linear or type(attn.proj) is not nn.Linear:
         return patch.call_original(attn, x)
     _, H, W, C = x.shape
     configured = ((attn.window_size[0], attn.window_size[1]), (attn.shift_size[0], attn.shift_size[1]))

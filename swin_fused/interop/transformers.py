@@ -61,6 +61,7 @@ _BLOCK_RENAMES = (
     ("intermediate.dense.", "mlp.fc1."), ("output.dense.", "mlp.fc2."),
 )
 _TOP_RENAMES = (("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+                ("embeddings.position_embeddings", "absolute_pos_embed"),
                 ("embeddings.norm.", "patch_embed.norm."), ("layernorm.", "norm."), ("classifier.", "head."))
 
 
@@ -141,6 +142,11 @@ def _bypassed(layer: nn.Module):
             ("attention.v_proj", attn.v_proj), ("attention.relative_position_bias", attn.relative_position_bias))
 
 
+def _plain_projections(attn: nn.Module) -> bool:
+    """Whether q, k and v are still plain ``nn.Linear``s (their weights are concatenated into one GEMM)."""
+    return type(attn.q_proj) is nn.Linear and type(attn.k_proj) is nn.Linear and type(attn.v_proj) is nn.Linear
+
+
 def _attentions_requested() -> bool:
     """Whether this forward records attention probabilities (``output_attentions=True``): HF collects them with
     hooks that read the layers' outputs while a collector for them is active."""
@@ -154,9 +160,13 @@ def _layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensio
                    **kwargs):
     """HF ``SwinLayer.forward`` on the fused op: ``[B, H*W, C] -> ([B, H*W, C], None)``."""
     patch = patch_of(layer)
-    if kwargs or _attentions_requested() or needs_library_path(_bypassed(layer), layer.attention, hidden_states):
-        return patch.call_original(layer, hidden_states, input_dimensions, always_partition, **kwargs)
     attn = layer.attention
+    # HF forwards other keywords (a Trainer's num_items_in_batch, output_attentions=False) only to its attention
+    # function, which the fused path replaces: they change nothing here. Projections replaced after optimize()
+    # (peft's LoRA wraps q_proj / v_proj) are read by weight below, so such a call takes HF's path.
+    if (kwargs.get("output_attentions") or _attentions_requested() or not _plain_projections(attn)
+            or needs_library_path(_bypassed(layer), attn, hidden_states)):
+        return patch.call_original(layer, hidden_states, input_dimensions, always_partition, **kwargs)
     H, W = input_dimensions
     B, L, C = hidden_states.shape
     configured = patch.state["configured"]
