@@ -8,10 +8,10 @@ import ast
 import os
 import re
 
-import swin_fused
-
-PACKAGE = os.path.dirname(os.path.abspath(swin_fused.__file__))
-ROOT = os.path.dirname(PACKAGE)
+#: The checkout's source (the tests may run against an installed copy, which lacks pyproject.toml and would lack
+#: any subpackage pyproject forgot).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "swin_fused")
 
 
 def _modules():
