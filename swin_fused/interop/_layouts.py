@@ -20,8 +20,25 @@ STAGE_NORM = re.compile(r"^norm(\d+)\.")
 SWIN_BLOCK = re.compile(r"^layers\.\d+\.blocks\.\d+\.")
 
 
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
+
+
 def has_swin_blocks(keys) -> bool:
     return any(SWIN_BLOCK.match(key) for key in keys)
+
+
+def merging_placement(keys) -> tuple:
+    """``(official, timm, any_merging)``: whether the keys show the official placement of the merging layers (ending stages
+    0..n-2, or a ``head.weight``) and timm's (starting stages 1..n-1, or a ``head.fc``). With no merging at all
+    (one stage) the two differ only in the head's name; both or neither can be true of a partial dict."""
+    keys = list(keys)
+    stages = {int(m.group(1)) for m in map(_LAYER.match, keys) if m}
+    merging = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, keys) if m}
+    last = max(stages, default=0)
+    official = 0 in merging or "head.weight" in keys
+    timm = (last > 0 and last in merging) or any(key.startswith("head.fc.") for key in keys)
+    return official, timm, bool(merging)
 
 
 @dataclass(frozen=True)

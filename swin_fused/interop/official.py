@@ -14,23 +14,18 @@ divisible sizes (what the official code can run).
 from __future__ import annotations
 
 import inspect
-import re
 import sys
 from typing import Iterable, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
-from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks
+from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks, merging_placement
 from ._patching import (Candidate, attend, first, heads_reason, hook_reason, index_reason, instance_reason,
                         linear_reason, mask_reason, needs_library_path, patch_of, shift_reason, table_reason)
 
 FAMILY = "official"
 SEMANTICS = "official"
-
-_LAYER = re.compile(r"^layers\.(\d+)\.")
-_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
-
 
 # ---------------------------------------------------------------------------------------------------- keys
 
@@ -41,13 +36,7 @@ def _recognise(keys: Iterable[str]) -> bool:
         return False
     if any(key.startswith("patch_embed.projection.") or STAGE_NORM.match(key) for key in keys):
         return False  # mmdet's embedding; a detection backbone's per-stage norms
-    stages = {int(m.group(1)) for m in map(_LAYER.match, keys) if m}
-    merging = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, keys) if m}
-    # Official merging ends stages 0..n-2; timm's starts stages 1..n-1. With no merging at all (one stage) the
-    # two differ only in the head's name.
-    official = 0 in merging or "head.weight" in keys
-    last = max(stages, default=0)
-    timm = (last > 0 and last in merging) or any(key.startswith("head.fc.") for key in keys)
+    official, timm, merging = merging_placement(keys)
     if timm:
         return False
     return official or not merging  # merging only in middle stages: a partial dict, placement unknown

@@ -25,14 +25,13 @@ import torch
 import torch.nn as nn
 
 from ..geometry import padded_size
-from ._layouts import Layout, StateDict, has_swin_blocks
+from ._layouts import Layout, StateDict, has_swin_blocks, merging_placement
 from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
                         mask_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason)
 
 FAMILY = "timm"
 SEMANTICS = "timm"
 
-_LAYER = re.compile(r"^layers\.(\d+)\.")
 _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(.+)$")
 
 
@@ -43,11 +42,7 @@ def _recognise(keys: Iterable[str]) -> bool:
     keys = list(keys)
     if not has_swin_blocks(keys):
         return False
-    stages = {int(m.group(1)) for m in map(_LAYER.match, keys) if m}
-    merging = {int(m.group(1)) for m in map(_DOWNSAMPLE.match, keys) if m}
-    last = max(stages, default=0)
-    timm = (last > 0 and last in merging) or any(key.startswith("head.fc.") for key in keys)
-    official = 0 in merging or "head.weight" in keys
+    official, timm, _ = merging_placement(keys)
     return timm and not official
 
 
