@@ -9,8 +9,6 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
-#: Official shift-mask value (natural-log units), see swin_fused.geometry.MASK_VALUE.
-MASK_VALUE = tl.constexpr(-100.0)
 
 
 @triton.jit

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from ..checks import check_window_attention_args
-from ..geometry import padded_size
+from ..geometry import MASK_VALUE, padded_size
 
 Pair = Tuple[int, int]
 
@@ -19,7 +19,7 @@ Pair = Tuple[int, int]
 ERROR_FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128
-MAX_WINDOW_AREA = 256
+MAX_WINDOW_AREA = 576  # 24x24, Swin V2's largest released window
 LOG2E = 1.4426950408889634
 
 
@@ -46,8 +46,13 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int) -> None:
+def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int,
+                        cosine_scale: Optional[torch.Tensor] = None, num_heads: Optional[int] = None) -> None:
     """What the kernels support, checked at launch with messages that name the value."""
+    if cosine_scale is not None and (tuple(cosine_scale.shape) != (num_heads,) or cosine_scale.device != qkv.device
+                                     or not cosine_scale.is_floating_point()):
+        raise ValueError(f"cosine_scale must be a floating-point ({num_heads},) tensor on {qkv.device}, got "
+                         f"{tuple(cosine_scale.shape)} {cosine_scale.dtype} on {cosine_scale.device}")
     if qkv.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"fused window attention supports float32, float16 and bfloat16, got {qkv.dtype}; "
                         f"use the 'torch' backend for other dtypes")
@@ -57,7 +62,7 @@ def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, w
         raise ValueError(f"fused window attention supports head_dim 1..{MAX_HEAD_DIM}, got {head_dim}")
     if window_area > MAX_WINDOW_AREA:
         raise ValueError(f"fused window attention supports windows of up to {MAX_WINDOW_AREA} tokens "
-                         f"(16x16), got {window_area}")
+                         f"(24x24), got {window_area}")
     if qkv.device != table.device:
         raise ValueError(f"qkv is on {qkv.device} but the table is on {table.device}")
     if qkv.device.type != "cuda" and not interpreting():
@@ -259,12 +264,14 @@ class WindowGrid(NamedTuple):
         """Runtime arguments every kernel takes, in order: H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w."""
         return (self.H, self.W, self.Hp, self.Wp, self.n_win_w, self.n_win, self.shift[0], self.shift[1])
 
-    def constexprs(self, dtype: torch.dtype, has_pad: bool) -> dict:
-        """Compile-time arguments every kernel takes."""
+    def constexprs(self, dtype: torch.dtype, has_pad: bool, cosine: bool = False,
+                   mask_value: float = MASK_VALUE) -> dict:
+        """Compile-time arguments every kernel takes (``cosine``: Swin V2's scaled cosine attention)."""
         return dict(
             HEAD_DIM=self.head_dim, BLOCK_D=self.block_d,
             WH=self.window[0], WW=self.window[1], TWH=self.table_window[0], TWW=self.table_window[1],
             HAS_PAD=has_pad, HAS_SHIFT=any(self.shift), SHIFT_BEFORE_PAD=self.shift_before_pad,
+            COSINE=bool(cosine), MASK_VALUE=float(mask_value),
             # fp32 dots in IEEE precision, not TF32: fp32 results must match PyTorch's fp32.
             DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
         )

@@ -7,7 +7,10 @@ launchers pass any map whose batch and spatial dimensions flatten that way witho
 import triton
 import triton.language as tl
 
-from .indexing import LOG2E, MASK_VALUE, in_window_coords, relative_table_row
+from .indexing import LOG2E, in_window_coords, relative_table_row
+
+#: ``F.normalize``'s eps, with which every Swin V2 implementation normalises q and k.
+COSINE_EPS = tl.constexpr(1e-12)
 
 
 @triton.jit
@@ -43,6 +46,25 @@ def store_head(ptr, tok, row_stride, d, HEAD_DIM: tl.constexpr, real, x):
 
 
 @triton.jit
+def normalize_rows(x):
+    """Swin V2's per-token normalisation of a ``[tokens, BLOCK_D]`` head tile, ``x / max(||x||, eps)`` as
+    ``F.normalize``: the norm in fp32, so fp16 tokens whose squared norm passes 65504 still normalise. Returns
+    the normalised tile in x's dtype (the dots' operand) and the fp32 norms ``[tokens]`` (for the gradient)."""
+    xf = x.to(tl.float32)
+    norm = tl.sqrt_rn(tl.sum(xf * xf, 1))
+    return (xf / tl.maximum(norm, COSINE_EPS)[:, None]).to(x.dtype), norm
+
+
+@triton.jit
+def normalize_rows_grad(g, x_hat, norm):
+    """The gradient through :func:`normalize_rows`: ``g`` = dL/dx_hat (fp32 ``[tokens, BLOCK_D]``) -> dL/dx =
+    ``(g - x_hat (x_hat . g)) / ||x||``, or ``g / eps`` where the norm was clamped (``F.normalize``'s own)."""
+    xf = x_hat.to(tl.float32)
+    proj = tl.where(norm > COSINE_EPS, tl.sum(xf * g, 1), 0.0)
+    return (g - xf * proj[:, None]) / tl.maximum(norm, COSINE_EPS)[:, None]
+
+
+@triton.jit
 def bias_tile(table_ptr, stride_r, offs_q, offs_k, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
               TWW: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
     """fp32 relative position bias of one head between in-window query tokens ``offs_q`` and key tokens
@@ -63,10 +85,11 @@ def bias_tile(table_ptr, stride_r, offs_q, offs_k, WH: tl.constexpr, WW: tl.cons
 
 @triton.jit
 def scores_log2(q, k, qk_scale, bias, region_q, region_k, valid_k, HAS_SHIFT: tl.constexpr,
-                DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
+                MASK_VALUE: tl.constexpr, DOT_PRECISION: tl.constexpr, KEYS_ON_ROWS: tl.constexpr = False):
     """Scores in base-2 units, ``(q.k * scale + bias + mask) * log2(e)``, so that softmax can use exp2
-    (``qk_scale`` = scale * log2(e); ``bias`` from :func:`bias_tile`, the mask is MASK_VALUE across shift
-    regions); keys past the window are -inf. fp32 ``[M, N]`` (queries on rows), or ``[N, M]`` with
+    (``qk_scale`` = scale * log2(e), or Swin V2's per-head temperature * log2(e) with q, k normalised;
+    ``bias`` from :func:`bias_tile`, the mask is MASK_VALUE across shift regions); keys past the window are
+    -inf. fp32 ``[M, N]`` (queries on rows), or ``[N, M]`` with
     KEYS_ON_ROWS: the backward's orientation, in which dV = P^T dO and dK = dS^T Q take P^T and dS^T as they
     come out of the dots, with no transpose through shared memory."""
     if KEYS_ON_ROWS:

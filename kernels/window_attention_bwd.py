@@ -33,6 +33,12 @@ overflow) and delta = rowsum(P * dP), and writes both for the window's tokens; p
 key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), and dq either in
 pass A too (``DQ_IN_PASS_A``: summed over key tiles in a second program-private scratch) or in a pass B that
 recomputes dS per query tile; the autotuner picks.
+
+Swin V2 (``COSINE``): q and k are normalised per token and head as they are loaded (norms in fp32), the head's
+temperature tau replaces the scale, and the gradients of q and k go back through the normalisation
+(``tiles.normalize_rows_grad``) where they are stored: dk after its sum over query tiles, dq after its sum over
+key tiles. The temperature's gradient is sum_ij dS_ij cos_ij = sum_i q_i . u_i with u = dS k (dq of the
+normalised q before tau), summed per program and folded over programs in a fixed order like the table's.
 """
 from __future__ import annotations
 
@@ -42,24 +48,29 @@ import torch
 import triton
 import triton.language as tl
 
+from ..geometry import MASK_VALUE
 from .indexing import in_window_coords, relative_key, token_tile
 from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
                      head_major, launch_device, launchable, next_power_of_2, placeholder)
-from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
+from .tiles import bias_tile, load_head, load_kv, normalize_rows, normalize_rows_grad, scores_log2, store_head
 
 Pair = Tuple[int, int]
 #: Table rows folded per step of the dS -> table-row reduction (a [ROWS_BLOCK, BLOCK] gather).
 ROWS_BLOCK = 64
+#: Bound on the tiled path's dS scratch (fp32 [N, N] per program and head): a 24x24 window's is 1.3 MB, so at
+#: SwinV2-B 384's stage 1 (batch 64: 1024 windows, 4 heads) four windows per program would need 1.4 GB. Past the
+#: bound each program reduces more windows (fewer, longer programs; the order is still fixed by the shape).
+SCRATCH_BYTES = 256 << 20
 
 
 @triton.jit
 def _query_side(QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs, d, qkv_row_stride, dout_row_stride,
                 n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads,
                 HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr,
-                HAS_PAD: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr):
-    """A query tile: its tokens, q, dO, the forward's lse (the stabiliser), and the inverse normaliser and delta
-    (from INV_L and DELTA, ``[B*H*W, heads]``, which the prologue wrote for the window; 0 for padding queries,
-    whose dO is 0, so they contribute nothing)."""
+                HAS_PAD: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr, COSINE: tl.constexpr):
+    """A query tile: its tokens, q (normalised with COSINE, and its norms), dO, the forward's lse (the
+    stabiliser), and the inverse normaliser and delta (from INV_L and DELTA, ``[B*H*W, heads]``, which the
+    prologue wrote for the window; 0 for padding queries, whose dO is 0, so they contribute nothing)."""
     tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok, qkv_row_stride, d, HEAD_DIM, real, valid, PAD + head * HEAD_DIM,
@@ -69,27 +80,35 @@ def _query_side(QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs, d, qkv
     lse = tl.load(LSE + lse_row + offs, mask=valid, other=0.0)
     inv_l = tl.load(INV_L + tok * n_heads + head, mask=real, other=0.0)
     delta = tl.load(DELTA + tok * n_heads + head, mask=real, other=0.0)
-    return tok, real, valid, region, q, do, lse, inv_l, delta
+    if COSINE:
+        q, norm = normalize_rows(q)
+    else:
+        norm = lse  # unused
+    return tok, real, valid, region, q, do, lse, inv_l, delta, norm
 
 
 @triton.jit
 def _key_side(QKV, PAD, b, win, offs, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
               HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, HAS_PAD: tl.constexpr,
-              SHIFT_BEFORE_PAD: tl.constexpr):
-    """A key tile: its tokens, k and v."""
+              SHIFT_BEFORE_PAD: tl.constexpr, COSINE: tl.constexpr):
+    """A key tile: its tokens, k (normalised with COSINE, and its norms) and v."""
     tok, real, valid, region = token_tile(
         b, win, offs, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
-    return tok, real, valid, region, k, v
+    if COSINE:
+        k, norm = normalize_rows(k)
+    else:
+        norm = offs  # unused
+    return tok, real, valid, region, k, v, norm
 
 
 @triton.jit
 def _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT: tl.constexpr,
-                     DOT_PRECISION: tl.constexpr):
+                     MASK_VALUE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """A whole window as one tile, keys on rows: P^T, the softmax of the scores recomputed here (own row max
     and sum, so a one-token window has P = 1 exactly), and dS^T = P^T * (dP^T - delta) with
     delta = rowsum(P * dP) from the same products: ``[N, M]`` each."""
-    s = scores_log2(q, k, qk_scale, bias, region, region, valid, HAS_SHIFT, DOT_PRECISION, True)
+    s = scores_log2(q, k, qk_scale, bias, region, region, valid, HAS_SHIFT, MASK_VALUE, DOT_PRECISION, True)
     p = tl.exp2(s - tl.max(s, 0)[None, :])
     p = p * (1.0 / tl.sum(p, 0))[None, :]
     dp = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -98,22 +117,32 @@ def _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT: tl.c
 
 @triton.jit
 def _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr):
+                   MASK_VALUE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One query/key tile pair, queries on rows: exp2(s - lse), the probabilities before the row's own
     normaliser (the forward's lse only keeps them in range), and dP = dO v^T. ``[M, N]`` each, fp32."""
-    s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION)
+    s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, MASK_VALUE, DOT_PRECISION)
     return tl.exp2(s - lse[:, None]), tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
 
 
 @triton.jit
 def _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n, valid_n,
-                   HAS_SHIFT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                   HAS_SHIFT: tl.constexpr, MASK_VALUE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """P and dS = P * (dP - delta) of a tile pair (``[M, N]``), with the normaliser and delta the prologue
     derived from the same scores. dS is in natural units, so it is also the gradient of the bias."""
-    p, dp = _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT,
+    p, dp = _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, MASK_VALUE,
                            DOT_PRECISION)
     p = p * inv_l[:, None]
     return p, p * (dp - delta[:, None])
+
+
+@triton.jit
+def _finish_dq(u, q, q_norm, sm_scale, dcos, COSINE: tl.constexpr):
+    """dq from u = dS k summed over the key tiles (before the scale): ``u * scale``, or with COSINE the gradient
+    through q's normalisation of ``u * tau``, adding the tile's q . u to the running temperature gradient."""
+    if COSINE:
+        dcos += tl.sum(q.to(tl.float32) * u, 0)
+        return normalize_rows_grad(u * sm_scale, q, q_norm), dcos
+    return u * sm_scale, dcos
 
 
 @triton.jit
@@ -169,7 +198,8 @@ def _table_rows_from_scratch(ds, out_ptr, row_stride, WH: tl.constexpr, WW: tl.c
 
 @triton.jit
 def _window_attention_bwd_kernel(
-    QKV, PAD, TABLE, DOUT, LSE, DELTA, INV_L, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
+    QKV, PAD, TABLE, COS_SCALE, DOUT, LSE, DELTA, INV_L, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
+    DCOS_PARTIAL,
     qkv_row_stride, dout_row_stride, dqkv_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     n_windows, C, qk_scale, sm_scale,
@@ -177,7 +207,8 @@ def _window_attention_bwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr, DQ_IN_PASS_A: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, COSINE: tl.constexpr, MASK_VALUE: tl.constexpr,
+    BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr, DQ_IN_PASS_A: tl.constexpr,
 ):
     N: tl.constexpr = WH * WW
     ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
@@ -193,6 +224,12 @@ def _window_attention_bwd_kernel(
     # Padding tokens' dk and dv: they belong to the qkv bias (pad_qkv), reduced across programs later.
     dpad_k = tl.zeros([BLOCK_D], tl.float32)
     dpad_v = tl.zeros([BLOCK_D], tl.float32)
+    # Swin V2: the head's temperature tau replaces the q scale; dtau = sum_ij dS_ij cos_ij = sum_i q_i . u_i over
+    # the program's windows, with u = dS k the gradient of the normalised q before the factor tau.
+    dcos = tl.zeros([BLOCK_D], tl.float32)
+    if COSINE:
+        sm_scale = tl.load(COS_SCALE + head).to(tl.float32)
+        qk_scale = sm_scale * qk_scale  # the launcher's qk_scale is log2(e)
 
     w_start = pid * WINDOWS_PER_PROGRAM
     w_end = tl.minimum(w_start + WINDOWS_PER_PROGRAM, n_windows)
@@ -210,14 +247,24 @@ def _window_attention_bwd_kernel(
                           PAD + head * HEAD_DIM, HAS_PAD)
             k, v = load_kv(QKV, PAD, tok, qkv_row_stride, d, C, head, HEAD_DIM, real, valid, HAS_PAD)
             do = load_head(DOUT + head * HEAD_DIM, tok, dout_row_stride, d, HEAD_DIM, real, valid, PAD, False)
+            if COSINE:
+                q, q_norm = normalize_rows(q)
+                k, k_norm = normalize_rows(k)
 
             # Keys on rows: P^T and dS^T feed dV and dK as they are; only dQ's operand is transposed.
-            pt, dst = _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT, DOT_PRECISION)
+            pt, dst = _window_p_and_ds(q, k, v, do, qk_scale, bias, region, valid, HAS_SHIFT, MASK_VALUE,
+                                       DOT_PRECISION)
             dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
             ds_acc += dst
             dstc = dst.to(q.dtype)
             dk = tl.dot(dstc, q, input_precision=DOT_PRECISION) * sm_scale
-            dq = tl.dot(tl.trans(dstc), k, input_precision=DOT_PRECISION) * sm_scale
+            dq = tl.dot(tl.trans(dstc), k, input_precision=DOT_PRECISION)
+            if COSINE:
+                dcos += tl.sum(q.to(tl.float32) * dq, 0)
+                dq = normalize_rows_grad(dq * sm_scale, q, q_norm)
+                dk = normalize_rows_grad(dk, k, k_norm)
+            else:
+                dq = dq * sm_scale
             store_head(dq_ptr, tok, dqkv_row_stride, d, HEAD_DIM, real, dq)
             dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
                                           dpad_k, dpad_v, HAS_PAD)
@@ -243,6 +290,8 @@ def _window_attention_bwd_kernel(
                     b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
                 q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
                               PAD + head * HEAD_DIM, HAS_PAD)
+                if COSINE:
+                    q, _ = normalize_rows(q)
                 do = load_head(DOUT + head * HEAD_DIM, tok_m, dout_row_stride, d, HEAD_DIM, real_m, valid_m, PAD,
                                False)
                 lse = tl.load(LSE + lse_row + offs_m, mask=valid_m, other=0.0)
@@ -250,12 +299,12 @@ def _window_attention_bwd_kernel(
                 pdp_i = tl.zeros([BLOCK], tl.float32)
                 for n_tile in range(TILES):
                     offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_n, real_n, valid_n, region_n, k, v = _key_side(
+                    tok_n, real_n, valid_n, region_n, k, v, _ = _key_side(
                         QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C,
-                        head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                        head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
                     bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
                     p, dp = _tile_p_and_dp(q, k, v, do, lse, qk_scale, bias, region_m, region_n, valid_n,
-                                           HAS_SHIFT, DOT_PRECISION)
+                                           HAS_SHIFT, MASK_VALUE, DOT_PRECISION)
                     l_i += tl.sum(p, 1)
                     pdp_i += tl.sum(p * dp, 1)
                 # Lanes past the window (q = 0, all keys possibly across the shift mask) can sum to ~0: keep them
@@ -267,20 +316,20 @@ def _window_attention_bwd_kernel(
             # Pass A: per key tile, dk and dv over all query tiles; dS into the program's private partial.
             for n_tile in range(TILES):
                 offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                tok_n, real_n, valid_n, region_n, k, v = _key_side(
+                tok_n, real_n, valid_n, region_n, k, v, k_norm = _key_side(
                     QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
-                    HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                    HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
                 dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                 for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta = _query_side(
+                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta, q_norm = _query_side(
                         QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs_m, d, qkv_row_stride,
                         dout_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW,
-                        HAS_PAD, SHIFT_BEFORE_PAD)
+                        HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
                     bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
                     p, ds = _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n,
-                                           valid_n, HAS_SHIFT, DOT_PRECISION)
+                                           valid_n, HAS_SHIFT, MASK_VALUE, DOT_PRECISION)
                     dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
                     dsc = ds.to(q.dtype)
                     dk += tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION)
@@ -301,32 +350,39 @@ def _window_attention_bwd_kernel(
                         if n_tile > 0:
                             dq += tl.load(dq_tile, mask=valid_m[:, None], other=0.0)
                         if n_tile == TILES - 1:
-                            store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
+                            dq, dcos = _finish_dq(dq, q, q_norm, sm_scale, dcos, COSINE)
+                            store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq)
                         else:
                             tl.store(dq_tile, dq, mask=valid_m[:, None])
+                dk = dk * sm_scale
+                if COSINE:
+                    dk = normalize_rows_grad(dk, k, k_norm)
                 dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, valid_n,
-                                              dk * sm_scale, dv, dpad_k, dpad_v, HAS_PAD)
+                                              dk, dv, dpad_k, dpad_v, HAS_PAD)
             if not DQ_IN_PASS_A:
                 # Pass B: per query tile, dq over all key tiles, recomputing dS.
                 for m_tile in range(TILES):
                     offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
-                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta = _query_side(
+                    tok_m, real_m, valid_m, region_m, q, do, lse, inv_l, delta, q_norm = _query_side(
                         QKV, PAD, DOUT, LSE, DELTA, INV_L, b, win, lse_row, offs_m, d, qkv_row_stride,
                         dout_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, head, n_heads, HEAD_DIM, WH, WW,
-                        HAS_PAD, SHIFT_BEFORE_PAD)
+                        HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
                     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
                     for n_tile in range(TILES):
                         offs_n = n_tile * BLOCK + tl.arange(0, BLOCK)
-                        tok_n, real_n, valid_n, region_n, k, v = _key_side(
+                        tok_n, real_n, valid_n, region_n, k, v, _ = _key_side(
                             QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w,
-                            C, head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD)
+                            C, head, HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
                         bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
                         p, ds = _tile_p_and_ds(q, k, v, do, lse, inv_l, delta, qk_scale, bias, region_m, region_n,
-                                               valid_n, HAS_SHIFT, DOT_PRECISION)
+                                               valid_n, HAS_SHIFT, MASK_VALUE, DOT_PRECISION)
                         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION)
-                    store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq * sm_scale)
+                    dq, dcos = _finish_dq(dq, q, q_norm, sm_scale, dcos, COSINE)
+                    store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq)
         tl.debug_barrier()  # the partial's last read-modify-writes, by other threads of this program
         _table_rows_from_scratch(ds_partial, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
+    if COSINE:  # [programs, heads]: summed over programs in a fixed order
+        tl.store(DCOS_PARTIAL + pid.to(tl.int64) * n_heads + head, tl.sum(dcos, 0))
     if HAS_PAD:
         # [programs, (k, v), heads, BLOCK_D]: summed over programs, the k and v halves of the qkv bias in order.
         dpad_ptr = DPAD_PARTIAL + pid.to(tl.int64) * 2 * n_heads * BLOCK_D + head * BLOCK_D
@@ -370,7 +426,7 @@ _BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block, "DQ_IN_PASS_A": dq_in_a}, n
                                                     (32, 8, True))]
 _window_attention_bwd_autotuned = triton.autotune(
     configs=_BWD_TILED_CONFIGS,
-    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "WINDOWS_PER_PROGRAM"],
+    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "WINDOWS_PER_PROGRAM", "COSINE"],
 )(_window_attention_bwd_kernel)
 
 
@@ -399,27 +455,31 @@ def window_attention_bwd(
     shift_before_pad: bool = False,
     table_window: Optional[Pair] = None,
     *,
+    cosine_scale: Optional[torch.Tensor] = None,
+    mask_value: float = MASK_VALUE,
     dqkv: Optional[torch.Tensor] = None,
     checked: bool = True,
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Launch the fused backward.
 
     Args:
         dout: ``[B, H, W, C]`` gradient of the output. qkv, lse: the forward's input and its log-sum-exp
             (``window_attention_fwd(..., return_lse=True)``; the output itself is not needed).
-        table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window: as the forward.
+        table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window, cosine_scale,
+            mask_value: as the forward.
         dqkv: optional ``[B, H, W, 3C]`` buffer (qkv's dtype, rows as ``as_rows`` takes them) to write.
         checked: as the forward's (False for arguments the forward already checked).
 
     Returns:
-        ``(dqkv, dtable, dpad)``: dtable fp32 in the table's shape; dpad ``[3C]`` fp32 (zero q part), or
-        None when nothing is padded or ``pad_qkv`` is None.
+        ``(dqkv, dtable, dpad, dcosine_scale)``: dtable fp32 in the table's shape; dpad ``[3C]`` fp32 (zero q
+        part), or None when nothing is padded or ``pad_qkv`` is None; dcosine_scale ``[heads]`` fp32, or None
+        without ``cosine_scale``.
     """
     if checked:
         check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
-    check_kernel_inputs(qkv, table, g.head_dim, N)
+    check_kernel_inputs(qkv, table, g.head_dim, N, cosine_scale, num_heads)
     if tuple(dout.shape) != (g.B, g.H, g.W, g.C):
         raise ValueError(f"dout must be [B, H, W, C] = {(g.B, g.H, g.W, g.C)} like the forward's output, "
                          f"got {tuple(dout.shape)}")
@@ -452,6 +512,8 @@ def window_attention_bwd(
                     if N > block else (placeholder(lse), placeholder(lse)))
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
+    if N > block:  # the tiled path's [N, N] dS scratch per program and head, bounded in total
+        per_program = max(per_program, triton.cdiv(n_windows * num_heads * N * N * 4, SCRATCH_BYTES))
     n_programs = triton.cdiv(n_windows, per_program)
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
@@ -461,12 +523,17 @@ def window_attention_bwd(
                   if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else placeholder(dtable_partial))
     dpad_partial = (torch.empty((n_programs, 2, num_heads, g.block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else placeholder(dtable_partial))
-    scale = g.head_dim**-0.5 if scale is None else scale
+    cosine = cosine_scale is not None
+    dcos_partial = (torch.empty((n_programs, num_heads), device=qkv.device, dtype=torch.float32) if cosine
+                    else placeholder(dtable_partial))
+    cos = cosine_scale.contiguous() if cosine else placeholder(dtable_partial)
+    scale = 1.0 if cosine else g.head_dim**-0.5 if scale is None else scale  # cosine: qk_scale = log2(e)
     table = head_major(table)
-    args = (qkv_rows, pad, table, dout_rows, lse, delta, inv_l, dqkv_rows, ds_scratch, dq_scratch,
-            dtable_partial, dpad_partial, qkv_stride, dout_stride, dqkv_stride, table.stride(0),
+    args = (qkv_rows, pad, table, cos, dout_rows, lse, delta, inv_l, dqkv_rows, ds_scratch, dq_scratch,
+            dtable_partial, dpad_partial, dcos_partial, qkv_stride, dout_stride, dqkv_stride, table.stride(0),
             table.stride(1), *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
-    constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK, **g.constexprs(qkv.dtype, has_pad))
+    constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK,
+                      **g.constexprs(qkv.dtype, has_pad, cosine, mask_value))
     with launch_device(qkv):
         if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
             launchable(_window_attention_bwd_autotuned)[(n_programs, num_heads)](*args, **constexprs)
@@ -479,4 +546,4 @@ def window_attention_bwd(
     if has_pad:
         dkv = dpad_partial.sum(0)[..., : g.head_dim].reshape(2 * g.C)  # k then v, heads-major: a view
         dpad = torch.nn.functional.pad(dkv, (g.C, 0))  # the q part of the bias gets no gradient
-    return dqkv, dtable, dpad
+    return dqkv, dtable, dpad, (dcos_partial.sum(0) if cosine else None)

@@ -4,15 +4,17 @@ What one program does: one (window, head, query tile) -- or, in the autotune con
 per program, that query tile of a few consecutive windows, with the bias tile gathered once. It derives which
 map positions a window covers (cyclic shift and bottom/right padding as modular index arithmetic), gathers
 q, k, v of those tokens straight from the ``[B, H, W, 3C]`` qkv tensor, adds the relative position bias read
-from the ``[(2Wh-1)(2Ww-1), heads]`` table and the official -100 shift mask derived from region ids, runs an
+from the ``[(2Wh-1)(2Ww-1), heads]`` table and the shift mask (official -100) derived from region ids, runs an
 fp32 online softmax over key tiles, and writes each token's output at the token's own ``[B, H, W, C]``
 position. No rolled or partitioned copy, no ``[nW, N, N]`` mask and no ``[heads, N, N]`` bias tensor exist.
 
-Supports: windows up to 16x16 and non-square ones (N = Wh*Ww tokens, one tile for N <= 64, key-tile loop
+Supports: windows up to 24x24 (576 tokens) and non-square ones (N = Wh*Ww tokens, one tile for N <= 64, key-tile loop
 with online softmax beyond), head_dim 1..128 including non-powers of two (lanes masked), any number of
 heads, shift 0..window-1 per axis, either shift/pad order, fp32 / fp16 / bf16 inputs (fp32 softmax and
 accumulation; fp32 dots use IEEE precision, not TF32, so fp32 matches PyTorch's fp32), a custom scale, a
-bias table larger than the window. Padding tokens are not masked: they read ``pad_qkv`` (the qkv bias).
+bias table larger than the window, Swin V2's scaled cosine attention (``COSINE``: q and k normalised per
+token and head in fp32, the head's temperature read from a ``[heads]`` tensor) and any shift-mask value (HF
+Swin V2: -200). Padding tokens are not masked: they read ``pad_qkv`` (the qkv bias).
 Optionally stores the log-sum-exp (base 2) per (window, head, token) for the backward pass.
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..geometry import MASK_VALUE
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
                      check_output, head_major, launch_device, launchable, next_power_of_2, placeholder)
 from .launch import autotuning as _autotuning
-from .tiles import bias_tile, load_head, load_kv, scores_log2, store_head
+from .tiles import bias_tile, load_head, load_kv, normalize_rows, scores_log2, store_head
 
 Pair = Tuple[int, int]
 
@@ -95,7 +98,8 @@ def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, t
                    HEAD_DIM: tl.constexpr, WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr,
                    TWW: tl.constexpr, HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr,
                    SHIFT_BEFORE_PAD: tl.constexpr, STORE_LSE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BIAS_GIVEN: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BIAS_GIVEN: tl.constexpr,
+                   COSINE: tl.constexpr, MASK_VALUE: tl.constexpr):
     """One query tile of one window and head: online softmax over the key tiles, output (and lse) stored.
     With BIAS_GIVEN, ``bias`` is the (single) key tile's bias, gathered by the caller once for all its
     windows; otherwise each key tile's bias is gathered here."""
@@ -107,6 +111,8 @@ def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, t
         b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
     q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
                   PAD + head * HEAD_DIM, HAS_PAD)
+    if COSINE:
+        q, _ = normalize_rows(q)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -115,9 +121,11 @@ def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, t
         tok_n, real_n, valid_n, region_n = token_tile(
             b, win, offs_n, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
         k, v = load_kv(QKV, PAD, tok_n, qkv_row_stride, d, C, head, HEAD_DIM, real_n, valid_n, HAS_PAD)
+        if COSINE:
+            k, _ = normalize_rows(k)
         if not BIAS_GIVEN:
             bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
-        s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, DOT_PRECISION)
+        s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, MASK_VALUE, DOT_PRECISION)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
@@ -132,20 +140,22 @@ def _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, bias, t
 
 @triton.jit
 def _window_attention_fwd_kernel(
-    QKV, PAD, TABLE, OUT, LSE,
+    QKV, PAD, TABLE, COS_SCALE, OUT, LSE,
     qkv_row_stride, out_row_stride, stride_tr, stride_th,
     H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w,
     C, qk_scale, n_windows,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr, STORE_LSE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, COSINE: tl.constexpr, MASK_VALUE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WINDOWS_PER_PROGRAM: tl.constexpr,
 ):
     M_TILES: tl.constexpr = (WH * WW + BLOCK_M - 1) // BLOCK_M
     pid = tl.program_id(0)
     head = tl.program_id(1)
     n_heads = tl.num_programs(1)
+    if COSINE:  # Swin V2: the head's temperature exp(clamp(logit_scale)) replaces the q scale
+        qk_scale = tl.load(COS_SCALE + head).to(tl.float32) * qk_scale  # the launcher's qk_scale is log2(e)
     table_ptr = TABLE + head * stride_th
     d = tl.arange(0, BLOCK_D)
     offs_m = (pid % M_TILES) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -154,21 +164,21 @@ def _window_attention_fwd_kernel(
         _attend_window(QKV, PAD, OUT, LSE, window, head, n_heads, offs_m, d, d, table_ptr, stride_tr,
                        qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C, qk_scale,
                        HEAD_DIM, WH, WW, TWH, TWW, HAS_PAD, HAS_SHIFT, SHIFT_BEFORE_PAD, STORE_LSE, DOT_PRECISION,
-                       BLOCK_M, BLOCK_N, BLOCK_D, False)
+                       BLOCK_M, BLOCK_N, BLOCK_D, False, COSINE, MASK_VALUE)
     else:  # one key tile (see _window_configs): its bias is the same in every window, gathered once
         bias = bias_tile(table_ptr, stride_tr, offs_m, tl.arange(0, BLOCK_N), WH, WW, TWH, TWW)
         for w in range(window, tl.minimum(window + WINDOWS_PER_PROGRAM, n_windows)):
             _attend_window(QKV, PAD, OUT, LSE, w, head, n_heads, offs_m, d, bias, table_ptr, stride_tr,
                            qkv_row_stride, out_row_stride, H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w, C,
                            qk_scale, HEAD_DIM, WH, WW, TWH, TWW, HAS_PAD, HAS_SHIFT, SHIFT_BEFORE_PAD, STORE_LSE,
-                           DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True)
+                           DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, True, COSINE, MASK_VALUE)
 
 
 # Launched directly (one heuristic config) under the interpreter or with SWIN_FUSED_AUTOTUNE=0: an autotuner
 # with one config left after pruning still benchmarks it in some Triton releases (3.6), which needs a driver.
 _window_attention_fwd_autotuned = triton.autotune(
     configs=_FWD_CONFIGS,
-    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "STORE_LSE"],
+    key=["WH", "WW", "HEAD_DIM", "HAS_SHIFT", "HAS_PAD", "STORE_LSE", "COSINE"],
     prune_configs_by={"early_config_prune": _prune_fwd_configs},
 )(_window_attention_fwd_kernel)
 
@@ -184,6 +194,8 @@ def window_attention_fwd(
     shift_before_pad: bool = False,
     table_window: Optional[Pair] = None,
     *,
+    cosine_scale: Optional[torch.Tensor] = None,
+    mask_value: float = MASK_VALUE,
     out: Optional[torch.Tensor] = None,
     return_lse: bool = False,
     checked: bool = True,
@@ -193,8 +205,8 @@ def window_attention_fwd(
     Args:
         qkv: ``[B, H, W, 3 * heads * head_dim]`` (copied only if its rows do not flatten, see ``as_rows``).
         table: ``[(2TWh-1)(2TWw-1), heads]``, any float dtype (read in fp32), any strides.
-        num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window: as
-            :func:`swin_fused.window_attention`.
+        num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window, cosine_scale, mask_value: as
+            :func:`swin_fused.window_attention` (with ``cosine_scale``, ``scale`` is ignored).
         out: optional ``[B, H, W, heads * head_dim]`` buffer in qkv's dtype, rows as ``as_rows`` takes them.
         return_lse: also return the base-2 log-sum-exp ``[B * nW, heads, Wh * Ww]`` fp32 for the backward.
         checked: False skips the argument checks (shapes, window, shift, table, pad vector) that
@@ -206,7 +218,7 @@ def window_attention_fwd(
     if checked:
         check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
-    check_kernel_inputs(qkv, table, g.head_dim, g.tokens)
+    check_kernel_inputs(qkv, table, g.head_dim, g.tokens, cosine_scale, num_heads)
     qkv_rows, qkv_stride = as_rows(qkv)
     if out is None:  # allocated here: contiguous, nothing to check (and nothing to read under fake tensors)
         out = torch.empty((g.B, g.H, g.W, g.C), device=qkv.device, dtype=qkv.dtype)
@@ -217,13 +229,15 @@ def window_attention_fwd(
     lse = (torch.empty((g.B * g.n_win, num_heads, g.tokens), device=qkv.device, dtype=torch.float32)
            if return_lse else placeholder(out_rows))
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
-    scale = g.head_dim**-0.5 if scale is None else scale
+    # With cosine_scale the kernel multiplies the head's temperature into qk_scale (= log2(e) then).
+    scale = 1.0 if cosine_scale is not None else g.head_dim**-0.5 if scale is None else scale
+    cos = cosine_scale.contiguous() if cosine_scale is not None else placeholder(out_rows)
 
     windows = g.B * g.n_win
     table = head_major(table)
-    args = (qkv_rows, pad, table, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
+    args = (qkv_rows, pad, table, cos, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
             *g.geometry_args(), g.C, scale * LOG2E, windows)
-    constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad))
+    constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad, cosine_scale is not None, mask_value))
     with launch_device(qkv):
         if _autotuning():
             def grid(meta):

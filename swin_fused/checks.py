@@ -11,7 +11,7 @@ import torch
 
 from .geometry import to_2tuple
 
-__all__ = ["check_window_attention_args", "check_scale", "fail", "IntOrPair"]
+__all__ = ["check_window_attention_args", "check_scale", "check_cosine_args", "fail", "IntOrPair"]
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -93,3 +93,26 @@ def check_scale(scale) -> None:
                         f"({type(scale).__name__})")
     if not math.isfinite(scale):
         fail(f"scale must be a finite float (or None for head_dim ** -0.5), got {scale}")
+
+
+def check_cosine_args(qkv: torch.Tensor, num_heads: int, scale, cosine_scale: Optional[torch.Tensor],
+                      mask_value) -> None:
+    """Swin V2's arguments: ``cosine_scale`` None or a floating ``[heads]`` tensor on qkv's device (with no
+    ``scale`` beside it), ``mask_value`` a finite float <= 0."""
+    if cosine_scale is not None:
+        if not isinstance(cosine_scale, torch.Tensor) or not cosine_scale.is_floating_point():
+            got = cosine_scale.dtype if isinstance(cosine_scale, torch.Tensor) else type(cosine_scale).__name__
+            raise TypeError(f"window_attention: cosine_scale must be None or a floating-point [num_heads] tensor "
+                            f"(Swin V2's exp(clamp(logit_scale))), got {got}")
+        if tuple(cosine_scale.shape) != (num_heads,):
+            fail(f"cosine_scale must have shape ({num_heads},) (one temperature per head; reshape the "
+                 f"[heads, 1, 1] logit_scale), got {tuple(cosine_scale.shape)}")
+        if cosine_scale.device != qkv.device:
+            fail(f"cosine_scale is on {cosine_scale.device} but qkv is on {qkv.device}")
+        if scale is not None:
+            fail(f"scale={scale!r} was given with cosine_scale: cosine attention has no q scale (pass scale=None)")
+    if torch.compiler.is_compiling() or isinstance(mask_value, (torch.SymFloat, torch.SymInt)):
+        return
+    if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float)) or not math.isfinite(mask_value) \
+            or mask_value > 0:
+        fail(f"mask_value must be a finite float <= 0 (official -100.0), got {mask_value!r}")

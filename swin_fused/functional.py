@@ -11,8 +11,8 @@ from typing import Optional
 import torch
 
 from .backend import get_backend, resolve_backend
-from .checks import IntOrPair, check_scale, check_window_attention_args, fail
-from .geometry import needs_padding
+from .checks import IntOrPair, check_cosine_args, check_scale, check_window_attention_args, fail
+from .geometry import MASK_VALUE, needs_padding
 from .reference import window_attention_reference
 
 __all__ = ["window_attention", "check_window_attention_args"]
@@ -58,6 +58,9 @@ def window_attention(
     table_window: Optional[IntOrPair] = None,
     dropout_p: float = 0.0,
     backend: Optional[str] = None,
+    *,
+    cosine_scale: Optional[torch.Tensor] = None,
+    mask_value: float = MASK_VALUE,
 ) -> torch.Tensor:
     """Shifted-window multi-head self-attention with relative position bias, on a channels-last map.
 
@@ -81,6 +84,11 @@ def window_attention(
             the "auto" backend.
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` for this call only (None: the one in force, see
             :func:`swin_fused.set_backend`); unlike ``use_backend`` it works inside ``torch.compile``.
+        cosine_scale: ``[heads]``, Swin V2: scaled cosine attention, ``softmax(normalize(q) normalize(k)^T *
+            cosine_scale[h] + bias + mask) v`` (``F.normalize``'s eps 1e-12), with ``cosine_scale`` =
+            ``exp(clamp(logit_scale, max=log(100)))`` and ``scale`` None. Gradients flow to it.
+        mask_value: the value between tokens of different shift regions: -100 (official); HF transformers'
+            Swin V2 adds its mask twice (-200).
 
     Returns:
         ``[B, H, W, heads * head_dim]`` in ``qkv``'s dtype.
@@ -90,6 +98,8 @@ def window_attention(
     )
     num_heads = int(num_heads)
     check_scale(scale)
+    check_cosine_args(qkv, num_heads, scale, cosine_scale, mask_value)
+    mask_value = float(mask_value) if isinstance(mask_value, (int, float)) else mask_value
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p < 1:
         fail(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     if not isinstance(shift_before_pad, (bool, numbers.Integral)) or shift_before_pad not in (0, 1):
@@ -101,11 +111,13 @@ def window_attention(
         # come out zero) and the PyTorch path's autograd Functions no vmap rule. The reference is plain
         # differentiable ops, so every transform composes with it.
         return window_attention_reference(qkv, table, num_heads, window, shift, scale, pad_qkv,
-                                          bool(shift_before_pad), twin, dropout_p)
+                                          bool(shift_before_pad), twin, dropout_p, cosine_scale, mask_value)
     if resolve_backend(qkv, backend) == "triton" and _fused_supports(qkv, dropout_p, backend):
-        return _fused_op()(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin)
+        return _fused_op()(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin,
+                           cosine_scale, mask_value)
     from .torch_path import window_attention_torch
 
     return window_attention_torch(
-        qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin, dropout_p
+        qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, twin, dropout_p, cosine_scale,
+        mask_value,
     )

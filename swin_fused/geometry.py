@@ -201,12 +201,14 @@ def region_ids(Hp: int, Wp: int, window: Pair, shift: Pair, device=None) -> torc
     return 3 * row[:, None] + col[None, :]
 
 
-def shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``[nW, N, N]`` additive mask: ``MASK_VALUE`` between tokens of different regions, 0 otherwise."""
+def shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device=None, dtype=torch.float32,
+               value: float = MASK_VALUE) -> torch.Tensor:
+    """``[nW, N, N]`` additive mask: ``value`` (the official ``MASK_VALUE``) between tokens of different
+    regions, 0 otherwise."""
     ids = region_ids(Hp, Wp, window, shift, device)[None, :, :, None]
     ids = window_partition(ids, window).squeeze(-1)  # nW, N
     differs = ids[:, :, None] != ids[:, None, :]
-    return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill_(differs, MASK_VALUE)
+    return torch.zeros(differs.shape, device=device, dtype=dtype).masked_fill_(differs, value)
 
 
 def pad_map(x: torch.Tensor, Hp: int, Wp: int, value: torch.Tensor | None = None) -> torch.Tensor:

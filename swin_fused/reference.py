@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .geometry import (
+    MASK_VALUE,
     pad_map,
     padded_size,
     relative_position_index,
@@ -44,6 +46,8 @@ def window_attention_reference(
     shift_before_pad: bool = False,
     table_window: Optional[Pair] = None,
     dropout_p: float = 0.0,
+    cosine_scale: Optional[torch.Tensor] = None,
+    mask_value: float = MASK_VALUE,
 ) -> torch.Tensor:
     """Shifted-window multi-head attention on a channels-last map.
 
@@ -61,6 +65,10 @@ def window_attention_reference(
             the map to window multiples, then rolls it; True (timm's order) rolls the unpadded map, then pads.
         table_window: the window ``table`` was built for (default ``window_size``).
         dropout_p: dropout on the attention probabilities (pass 0 outside training).
+        cosine_scale: ``[heads]``: Swin V2's scaled cosine attention, ``normalize(q) normalize(k)^T *
+            cosine_scale[h]`` (``F.normalize``, eps 1e-12) instead of ``q k^T * scale``; ``scale`` is unused.
+        mask_value: added between tokens of different shift regions (official -100; HF Swin V2 adds its
+            mask twice: -200).
 
     Returns:
         ``[B, H, W, heads * head_dim]``: each token's attention output at the token's own position.
@@ -81,10 +89,14 @@ def window_attention_reference(
     windows = window_partition(x, (wh, ww))  # B*nW, N, 3C
     Bw, N, _ = windows.shape
     q, k, v = windows.view(Bw, N, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # Bw, heads, N, D
-    attn = (q * scale) @ k.transpose(-2, -1)  # Bw, heads, N, N
+    if cosine_scale is None:
+        attn = (q * scale) @ k.transpose(-2, -1)  # Bw, heads, N, N
+    else:  # as the official V2 code orders it: the cosine, then the per-head temperature
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * cosine_scale.to(attn.dtype).view(1, num_heads, 1, 1)
     attn = attn + relative_position_bias(table, (wh, ww), table_window).to(attn.dtype).unsqueeze(0)
     if sh or sw:
-        mask = shift_mask(Hp, Wp, (wh, ww), (sh, sw), device=attn.device, dtype=attn.dtype)  # nW, N, N
+        mask = shift_mask(Hp, Wp, (wh, ww), (sh, sw), attn.device, attn.dtype, mask_value)  # nW, N, N
         attn = (attn.view(B, -1, num_heads, N, N) + mask[None, :, None]).view(Bw, num_heads, N, N)
     attn = attn.softmax(dim=-1)
     if dropout_p:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import (
+    MASK_VALUE,
     pad_map,
     padded_size,
     relative_position_index,
@@ -102,9 +103,22 @@ class _TableRows(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=64)
-def _shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
-    return shift_mask(Hp, Wp, window, shift, device=device, dtype=dtype)  # nW, N, N
+def _shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype,
+                value: float) -> torch.Tensor:
+    return shift_mask(Hp, Wp, window, shift, device, dtype, value)  # nW, N, N
+
+
+def _cosine_inputs(qkv: torch.Tensor, pad_qkv: Optional[torch.Tensor], cosine_scale: torch.Tensor,
+                   num_heads: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Swin V2's scaled cosine attention as plain attention with scale 1: per token and head,
+    q -> normalize(q) * cosine_scale[h] and k -> normalize(k), so q'.k' is the scaled cosine. Works on the
+    ``[..., 3C]`` map and on the ``[3C]`` pad vector alike (both are per-token values)."""
+    def transform(x):
+        q, k, v = x.unflatten(-1, (3, num_heads, x.shape[-1] // (3 * num_heads))).unbind(-3)
+        q = F.normalize(q, dim=-1) * cosine_scale.to(q.dtype).view(num_heads, 1)
+        return torch.stack((q, F.normalize(k, dim=-1), v), -3).flatten(-3)
+
+    return transform(qkv), (None if pad_qkv is None else transform(pad_qkv.to(qkv.dtype)))
 
 
 def window_attention_torch(
@@ -118,6 +132,8 @@ def window_attention_torch(
     shift_before_pad: bool,
     table_window: Pair,
     dropout_p: float = 0.0,
+    cosine_scale: Optional[torch.Tensor] = None,
+    mask_value: float = MASK_VALUE,
 ) -> torch.Tensor:
     """Shifted-window attention, ``[B, H, W, 3 * heads * hd] -> [B, H, W, heads * hd]``.
 
@@ -130,9 +146,12 @@ def window_attention_torch(
     scale = head_dim**-0.5 if scale is None else scale
     window, shift = tuple(window), tuple(shift)
     table_window = window if table_window is None else tuple(table_window)
+    if cosine_scale is not None:
+        qkv, pad_qkv = _cosine_inputs(qkv, pad_qkv, cosine_scale, num_heads)
+        scale = 1.0
     if torch.compiler.is_compiling():
         return _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
-                          dropout_p)
+                          dropout_p, mask_value)
     (wh, ww), (sh, sw) = window, shift
     Hp, Wp = padded_size(H, wh), padded_size(W, ww)
     N = wh * ww
@@ -154,7 +173,7 @@ def window_attention_torch(
     # index_select, not table[rows]: same result, but CPU advanced indexing runs a parallel kernel even for this
     # 2K-row gather, which took 16 ms instead of 8 us while another process held one of the two cores.
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (qkv, table, pad_qkv))
+        t is not None and t.requires_grad for t in (qkv, table, pad_qkv, cosine_scale))
     # The explicit (autograd) formulation keeps half-precision scores, bias and softmax in fp32, as SDPA
     # does internally: fp16 scores beyond 65504 must not overflow where the fp32 result is finite.
     half = qkv.dtype in (torch.float16, torch.bfloat16)
@@ -163,7 +182,8 @@ def window_attention_torch(
     bias = bias.permute(2, 0, 1).to(mask_dtype)  # heads, N, N
     window_mask = bias.unsqueeze(0)  # 1 or nW, heads, N, N: bias (+ shift mask)
     if sh or sw:
-        window_mask = window_mask + _shift_mask(Hp, Wp, window, shift, qkv.device, mask_dtype).unsqueeze(1)
+        window_mask = window_mask + _shift_mask(Hp, Wp, window, shift, qkv.device, mask_dtype,
+                                                 float(mask_value)).unsqueeze(1)
     if needs_grad:
         out = _attention_for_autograd(q, k, v, window_mask, scale, dropout_p, B)
     else:
@@ -219,7 +239,8 @@ def _attention_for_autograd(q, k, v, window_mask, scale, dropout_p, batch):
     return torch.matmul(attn.to(v.dtype), v)  # B*nW, heads, N, hd
 
 
-def _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window, dropout_p):
+def _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window, dropout_p,
+               mask_value):
     """The same op as plain tensor ops (no cached index tables, no data-dependent shapes), for torch.compile."""
     B, H, W, C3 = qkv.shape
     C, head_dim = C3 // 3, C3 // (3 * num_heads)
@@ -236,7 +257,7 @@ def _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_befor
     q, k, v = windows.view(-1, N, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     mask = relative_position_bias(table, window, table_window).to(qkv.dtype).unsqueeze(0)  # 1, heads, N, N
     if shifted:
-        region = shift_mask(Hp, Wp, window, shift, device=qkv.device, dtype=qkv.dtype)  # nW, N, N
+        region = shift_mask(Hp, Wp, window, shift, qkv.device, qkv.dtype, mask_value)  # nW, N, N
         mask = (mask + region.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(-1, num_heads, N, N)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
     out = window_reverse(out.transpose(1, 2).reshape(-1, N, C), window, Hp, Wp)

@@ -86,13 +86,14 @@ def register_report(ptx: str, arch: int) -> str:
 
 def fwd_pointers(dtype) -> dict:
     """Element type of each pointer argument of the forward kernel (arg name -> Triton type)."""
-    return dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", OUT=TYPE[dtype], LSE="fp32")
+    return dict(QKV=TYPE[dtype], PAD=TYPE[dtype], TABLE="fp32", COS_SCALE="fp32", OUT=TYPE[dtype], LSE="fp32")
 
 
 def bwd_pointers(dtype) -> dict:
     """Element type of each pointer argument of the backward kernel."""
     return dict(fwd_pointers(dtype), DOUT=TYPE[dtype], DELTA="fp32", INV_L="fp32", DQKV=TYPE[dtype],
-                DS_SCRATCH="fp32", DQ_SCRATCH="fp32", DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32")
+                DS_SCRATCH="fp32", DQ_SCRATCH="fp32", DTABLE_PARTIAL="fp32", DPAD_PARTIAL="fp32",
+                DCOS_PARTIAL="fp32")
 
 
 def grid(window, head_dim=32, shift=None, pad=True, timm=False):
@@ -140,6 +141,32 @@ def backward_variants(quick):
                        c.num_warps, c.num_stages)
 
 
+def cosine_variants(quick):
+    """Swin V2's scaled cosine attention (COSINE, HF's -200 mask) at its windows: 8x8 (one tile), 12x12, 16x16 and
+    24x24 (tiled, 576 tokens), the forward's candidates and the backward's launch (and, for the largest windows,
+    the autotuner's tiled candidates), at head_dim 32 (every V2 config) and 16 / 48."""
+    windows = ((8, 8), (24, 24)) if quick else ((8, 8), (12, 12), (16, 16), (24, 24))
+    for window in windows:
+        for head_dim in ((32,) if quick or window != (8, 8) else (16, 32, 48)):
+            g = grid(window, head_dim=head_dim)
+            for dtype in (torch.bfloat16,) if quick else (torch.bfloat16, torch.float16, torch.float32):
+                consts = g.constexprs(dtype, True, cosine=True, mask_value=-200.0)
+                block_d = consts["BLOCK_D"]
+                c = fwd._heuristic_config(*window, dtype, block_d)
+                yield (f"fwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} cosine BM{c.kwargs['BLOCK_M']} "
+                       f"BN{c.kwargs['BLOCK_N']} warps{c.num_warps}", fwd._window_attention_fwd_kernel,
+                       fwd_pointers(dtype), dict(consts, STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
+                launches = [bwd.bwd_launch_config(window[0] * window[1], dtype, block_d)]
+                if dtype == torch.bfloat16 and window[0] * window[1] > 64 and not quick:
+                    launches = bwd._BWD_TILED_CONFIGS
+                for c in launches:
+                    dq_in_a = " dq-in-pass-A" if c.kwargs["DQ_IN_PASS_A"] else ""
+                    yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} cosine BLOCK{c.kwargs['BLOCK']} "
+                           f"warps{c.num_warps}{dq_in_a}", bwd._window_attention_bwd_kernel, bwd_pointers(dtype),
+                           dict(consts, WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
+                           c.num_warps, c.num_stages)
+
+
 def wide_head_variants():
     """The launches made without autotuning (the interpreter, SWIN_FUSED_AUTOTUNE=0, deterministic mode) at
     64- and 128-lane heads, where shared memory is largest: checked against sm_89's 99 KB. (fp32 forwards at
@@ -161,9 +188,9 @@ def wide_head_variants():
                        c.num_warps, c.num_stages)
 
 
-#: What ``--kernels`` selects: the forward's and the backward's variants (all for the first ``--arch``, a smoke
-#: test of two for the others), and the heuristic wide-head launches (on the target with the least shared memory).
-KERNEL_SETS = ("fwd", "bwd", "wide")
+#: What ``--kernels`` selects: the forward's and the backward's variants and Swin V2's cosine ones (all for the
+#: first ``--arch``, a smoke test of two for the others), and the heuristic wide-head launches (on the target with the least shared memory).
+KERNEL_SETS = ("fwd", "bwd", "wide", "cosine")
 
 
 def main(argv=None) -> int:
@@ -174,7 +201,8 @@ def main(argv=None) -> int:
                         help="which variants (default all; tests/test_aot_compile.py runs each set as its own test)")
     args = parser.parse_args(argv)
     variants = ((list(forward_variants(args.quick)) if "fwd" in args.kernels else [])
-                + (list(backward_variants(args.quick)) if "bwd" in args.kernels else []))
+                + (list(backward_variants(args.quick)) if "bwd" in args.kernels else [])
+                + (list(cosine_variants(args.quick)) if "cosine" in args.kernels else []))
     wide = [] if args.quick or "wide" not in args.kernels else list(wide_head_variants())
     smallest = min(args.arch, key=SHARED_LIMIT.get)  # the wide heads on the target with the least shared memory
     failures = 0

@@ -24,6 +24,7 @@ SETS = [
     ("fwd", ["90", "80"], "sm_90 fwd w16x16 fp16"),
     ("bwd", ["90", "80"], "sm_90 bwd w16x16 bf16"),
     ("wide", ["89"], "sm_89 bwd w7x7 fp16 d128"),  # wide heads fit 99 KB of shared memory
+    ("cosine", ["90", "80"], "sm_90 bwd w24x24 bf16 d32 cosine"),  # Swin V2, windows up to 24x24
 ]
 
 

@@ -35,7 +35,7 @@ def test_backward_matches_reference(case, dtype):
     out, lse = window_attention_fwd(x, t, *args, p, kw["shift_before_pad"], kw["table_window"], return_lse=True)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     dqkv = torch.full_like(x, float("nan"))
-    dqkv, dtable, dpad = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
+    dqkv, dtable, dpad, _ = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
                                               kw["table_window"], dqkv=dqkv)
 
     ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
@@ -69,7 +69,7 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
     for config in bwd_module._BWD_TILED_CONFIGS:
         monkeypatch.setattr(bwd_module, "bwd_launch_config", lambda *shape, config=config: config)
         dqkv = torch.full_like(x, float("nan"))
-        dqkv, dtable, dpad = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
+        dqkv, dtable, dpad, _ = window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"],
                                                   kw["table_window"], dqkv=dqkv)
         name = f"{_ids(case)} {config}"
         assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
@@ -120,7 +120,7 @@ def test_one_token_windows_give_an_exactly_zero_table_gradient(dtype):
     table = torch.randn(1, 2, generator=g).to(DEVICE)
     out, lse = window_attention_fwd(qkv, table, 2, (1, 1), (0, 0), None, return_lse=True)
     dout = torch.randn(out.shape, generator=g).to(DEVICE, dtype)
-    dqkv, dtable, _ = window_attention_bwd(dout, qkv, lse, table, 2, (1, 1), (0, 0), None)
+    dqkv, dtable, _, _ = window_attention_bwd(dout, qkv, lse, table, 2, (1, 1), (0, 0), None)
     assert torch.equal(dtable, torch.zeros_like(dtable)), dtable
     assert torch.equal(dqkv[..., :2 * 80], torch.zeros_like(dqkv[..., :2 * 80])), "dq and dk must be 0 too"
     torch.testing.assert_close(dqkv[..., 2 * 80:], dout, rtol=0, atol=0)  # out = v, so dv = dO exactly

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -21,7 +22,7 @@ import torch.nn as nn
 from torch.nn.modules import module as _nn_module
 
 from .. import functional
-from ..geometry import relative_position_index, shift_mask
+from ..geometry import MASK_VALUE, relative_position_index, shift_mask
 
 Pair = Tuple[int, int]
 
@@ -124,11 +125,40 @@ class Candidate:
 
 
 def attend(patch: Patch, qkv: torch.Tensor, table: torch.Tensor, num_heads: int, window: Pair, shift: Pair,
-           pad_qkv, shift_before_pad: bool, dropout_p: float, scale: float, table_window: Pair) -> torch.Tensor:
+           pad_qkv, shift_before_pad: bool, dropout_p: float, scale: Optional[float], table_window: Pair,
+           cosine_scale: Optional[torch.Tensor] = None, mask_value: float = MASK_VALUE) -> torch.Tensor:
     """``[B, H, W, 3 * heads * hd] -> [B, H, W, heads * hd]`` through the package's functional op."""
     return functional.window_attention(qkv, table, num_heads, window, shift, scale=scale, pad_qkv=pad_qkv,
                                        shift_before_pad=shift_before_pad, table_window=table_window,
-                                       dropout_p=dropout_p, backend=patch.backend)
+                                       dropout_p=dropout_p, backend=patch.backend, cosine_scale=cosine_scale,
+                                       mask_value=mask_value)
+
+
+def v2_terms(logit_scale: torch.Tensor, cpb_mlp: nn.Module, coords_table: torch.Tensor,
+             num_heads: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Swin V2's per-call attention terms as the fused op takes them, computed as every V2 library computes
+    them (so gradients reach ``cpb_mlp`` and ``logit_scale`` through the op's own): the bias table
+    ``16 * sigmoid(cpb_mlp(coords))`` ``[(2Wh-1)(2Ww-1), heads]`` (sigmoid is elementwise: before or after the
+    libraries' gather, the same values) and the temperature ``exp(clamp(logit_scale, max=log(1 / 0.01)))``
+    ``[heads]``."""
+    table = 16 * torch.sigmoid(cpb_mlp(coords_table).view(-1, num_heads))
+    tau = torch.clamp(logit_scale, max=math.log(1.0 / 0.01)).exp().view(num_heads)
+    return table, tau
+
+
+def v2_reason(logit_scale, cpb_mlp, coords_table, window: Pair, num_heads: int) -> Optional[str]:
+    """A V2 attention's terms have the standard shapes: ``logit_scale`` one value per head, the coordinates table
+    ``[1, 2Wh-1, 2Ww-1, 2]`` and ``cpb_mlp`` a Linear(2, .) ... -> heads Sequential."""
+    if not isinstance(logit_scale, torch.Tensor) or logit_scale.numel() != num_heads:
+        return f"logit_scale is not one value per head ({num_heads})"
+    rows = (2 * window[0] - 1, 2 * window[1] - 1)
+    if not isinstance(coords_table, torch.Tensor) or tuple(coords_table.shape) != (1, *rows, 2):
+        return f"relative_coords_table is not [1, {rows[0]}, {rows[1]}, 2] for window {window}"
+    layers = list(cpb_mlp) if isinstance(cpb_mlp, nn.Sequential) else []
+    if not layers or not isinstance(layers[0], nn.Linear) or layers[0].in_features != 2 or \
+            not isinstance(layers[-1], nn.Linear) or layers[-1].out_features != num_heads:
+        return f"cpb_mlp is not a Linear(2, .) ... Linear(., {num_heads}) Sequential"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------

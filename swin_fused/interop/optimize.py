@@ -1,4 +1,4 @@
-"""``swin_fused.optimize(model)``: send an existing Swin V1 model's window attention through the fused op.
+"""``swin_fused.optimize(model)``: send an existing Swin model's window attention through the fused op.
 
 Works in place on models built by timm, torchvision, HF transformers, the official classification code, the
 official detection / segmentation backbones and mmdet / mmseg, without copying a weight: each block's own
@@ -8,8 +8,11 @@ semantics are reproduced exactly, at sizes that are not multiples of the window 
 and how, is in its module (:mod:`swin_fused.interop.timm`, ``.torchvision``, ``.transformers``, ``.detection``,
 ``.official``); the shared mechanism in :mod:`swin_fused.interop._patching`.
 
+Swin V2 blocks (timm ``SwinTransformerV2``, torchvision ``swin_v2_t/s/b``, HF ``Swinv2*``) run the op's cosine
+attention, with the continuous position bias computed by the block's own MLP on every call.
+
 Left on its own path, each with its reason in the report and one summary warning: anything the op cannot
-reproduce (Swin V2, a non-standard relative position index or mask, a class that overrides a method the
+reproduce (timm's ``swin_transformer_v2_cr``, a non-standard relative position index or mask, a class that overrides a method the
 patch replaces or skips, projections that are not ``nn.Linear``, e.g. dynamically quantized); an
 instance-level override (accelerate's ``add_hook_to_module``, a user's wrapper) of the method optimize()
 would replace or of one the patched path skips; and hooks on a module the patched path does not call (timm's
@@ -41,7 +44,7 @@ ADAPTERS = (torchvision, timm, transformers, detection, official)
 
 def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool = True,
              undo: bool = False) -> OptimizeReport:
-    """Route every Swin V1 block of ``model`` through :func:`swin_fused.window_attention`, in place.
+    """Route every Swin V1 and V2 block of ``model`` through :func:`swin_fused.window_attention`, in place.
 
     Outputs are unchanged beyond floating-point rounding: each library's semantics (pad/shift order, window
     clamping, masks, qkv bias of padded tokens, dropouts) are reproduced; see the module docstring. No
@@ -51,7 +54,8 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
 
     Args:
         model: an ``nn.Module`` holding Swin V1 blocks of timm, torchvision, HF transformers, the official
-            classification or detection code, mmdet / mmseg, or swin_fused (a whole model, a stage or a block).
+            classification or detection code, mmdet / mmseg, or swin_fused, or Swin V2 blocks of timm,
+            torchvision or HF transformers (a whole model, a stage or a block).
         backend: ``"auto"``, ``"torch"`` or ``"triton"`` to pin for these blocks; None follows
             :func:`swin_fused.set_backend` at call time. Pinning works inside ``torch.compile`` graphs.
         verbose: print the report.

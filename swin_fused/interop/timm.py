@@ -1,4 +1,5 @@
-"""timm (``timm.models.swin_transformer``, timm >= 0.9): checkpoint layout and the block patch.
+"""timm (``timm.models.swin_transformer`` and ``swin_transformer_v2``, timm >= 0.9): checkpoint layout and the
+block patch.
 
 Size rule: ``semantics="timm"`` (shift, then pad; per axis, a resolution no larger than the window becomes the
 window with no shift, decided at construction from ``input_resolution``, :mod:`swin_fused.semantics`).
@@ -9,10 +10,14 @@ saved. timm's merging concatenates the 2x2 neighbourhood as ``reshape(B, H/2, 2,
 4, 2, 5)``: channel block ``2 * col_parity + row_parity``, i.e. ``[x(0,0), x(1,0), x(0,1), x(1,1)]``, the
 official ``[x0, x1, x2, x3]`` order, so its norm and reduction weights load unpermuted.
 
-Patch: ``SwinTransformerBlock._attn``, which rolls, then pads (``shift_before_pad=True``, timm issue 2438 kept as
+Patch: ``SwinTransformerBlock._attn`` (and ``SwinTransformerV2Block._attn``: cosine attention, the continuous
+position bias computed by the block's ``cpb_mlp`` as timm computes it, ``q_bias`` / zero ``k_bias`` / ``v_bias``
+as the padding tokens' q/k/v), which rolls, then pads (``shift_before_pad=True``, timm issue 2438 kept as
 timm computes it); window and shift are read from the block at call time (``_calc_window_shift`` clamping,
 ``always_partition``, ``set_input_size``); static masks only where they fit the input, otherwise (and only then)
-timm's own ``_attn`` runs, so timm's behaviour is kept there too.
+timm's own ``_attn`` runs, so timm's behaviour is kept there too. ``swin_transformer_v2_cr`` (another V2
+implementation: its own scaled-cosine parametrisation, post-norm placement and masks) is left alone, named in the
+report.
 """
 from __future__ import annotations
 
@@ -23,11 +28,13 @@ from typing import Iterable, Mapping, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..geometry import padded_size
 from ._layouts import Layout, StateDict, has_swin_blocks, merging_placement
 from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
-                        mask_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason)
+                        mask_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason,
+                        v2_reason, v2_terms)
 
 FAMILY = "timm"
 SEMANTICS = "timm"
@@ -89,18 +96,32 @@ def _attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if (padded_size(H, window[0]), padded_size(W, window[1])) != (padded_size(rh, window[0]),
                                                                        padded_size(rw, window[1])):
             return patch.call_original(block, x)
-    qkv = attn.qkv(x)  # the Linear commutes with roll and partition; padded tokens get the bias below
-    out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, window, shift,
-                 pad_qkv=attn.qkv.bias,
+    # The Linear commutes with roll and partition; padded tokens get the bias (their q/k/v) below.
+    if hasattr(attn, "logit_scale"):  # V2: q_bias, k_bias (zeros), v_bias, applied as timm applies them
+        bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+        if bias is not None and attn.qkv_bias_separate:
+            qkv = attn.qkv(x) + bias
+        else:
+            qkv = F.linear(x, attn.qkv.weight, bias)
+        table, tau = v2_terms(attn.logit_scale, attn.cpb_mlp, attn.relative_coords_table, attn.num_heads)
+        scale = None
+    else:
+        qkv, bias, table, tau, scale = attn.qkv(x), attn.qkv.bias, attn.relative_position_bias_table, None, attn.scale
+    out = attend(patch, qkv, table, attn.num_heads, window, shift, pad_qkv=bias,
                  shift_before_pad=True,  # timm rolls, then pads (timm issue 2438): reproduced on purpose
                  dropout_p=attn.attn_drop.p if attn.training else 0.0,
-                 scale=attn.scale, table_window=tuple(attn.window_size))
+                 scale=scale, table_window=tuple(attn.window_size), cosine_scale=tau)
     return attn.proj_drop(attn.proj(out))
 
 
-def _check(block: nn.Module, timm_swin: types.ModuleType) -> Optional[str]:
+def _check(block: nn.Module, timm_swin: types.ModuleType, block_class: type, v2: bool) -> Optional[str]:
     attn = block.attn
     window, shift = tuple(block.window_size), tuple(block.shift_size)
+
+    def terms():
+        if v2:
+            return v2_reason(attn.logit_scale, attn.cpb_mlp, attn.relative_coords_table, window, attn.num_heads)
+        return table_reason(attn.relative_position_bias_table, window, attn.num_heads)
 
     def mask():
         if getattr(block, "dynamic_mask", False):
@@ -111,8 +132,8 @@ def _check(block: nn.Module, timm_swin: types.ModuleType) -> Optional[str]:
     return first(
         lambda: None if isinstance(attn, timm_swin.WindowAttention) else
         f"attention is {type(attn).__name__}, not timm's WindowAttention",
-        lambda: overridden(block, timm_swin.SwinTransformerBlock, "_attn", "get_attn_mask"),
-        lambda: overridden(attn, timm_swin.WindowAttention, "forward", "_get_rel_pos_bias"),
+        lambda: overridden(block, block_class, "_attn", "get_attn_mask"),
+        lambda: overridden(attn, timm_swin.WindowAttention, "forward", *(() if v2 else ("_get_rel_pos_bias",))),
         lambda: instance_reason((("", block, ("_attn", "get_attn_mask", "_replicate_for_data_parallel")),
                                  ("attn.", attn, ("forward", "_get_rel_pos_bias")))),
         lambda: hook_reason(_bypassed(attn)),
@@ -120,23 +141,30 @@ def _check(block: nn.Module, timm_swin: types.ModuleType) -> Optional[str]:
         lambda: None if tuple(attn.window_size) == window else
         f"block window {window} differs from its attention's window {tuple(attn.window_size)}",
         lambda: shift_reason(window, shift),
-        lambda: table_reason(attn.relative_position_bias_table, window, attn.num_heads),
+        terms,
         lambda: index_reason(getattr(attn, "relative_position_index", None), window),
         mask,
     )
 
 
 def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
-    """A timm V1 block, a timm block of another kind (named, left alone), or None."""
-    timm_swin = sys.modules.get("timm.models.swin_transformer")
-    if timm_swin is not None and isinstance(module, timm_swin.SwinTransformerBlock):
-        return Candidate(FAMILY, "_attn", _attn, lambda: _check(module, timm_swin))
+    """A timm V1 or V2 block, a timm block of another kind (named, left alone), or None."""
+    for module_name, block_name, v2 in (("timm.models.swin_transformer", "SwinTransformerBlock", False),
+                                        ("timm.models.swin_transformer_v2", "SwinTransformerV2Block", True)):
+        timm_swin = sys.modules.get(module_name)
+        if timm_swin is not None and isinstance(module, getattr(timm_swin, block_name)):
+            block_class = getattr(timm_swin, block_name)
+            return Candidate(FAMILY, "_attn", _attn, lambda: _check(module, timm_swin, block_class, v2))
     attn = getattr(module, "attn", None)
     if not type(module).__module__.startswith("timm.") or not isinstance(attn, nn.Module):
         return None
-    if hasattr(attn, "logit_scale"):
+    if type(module).__name__ == "SwinTransformerV2CrBlock":
         return Candidate(FAMILY, "_attn", None,
-                         lambda: "Swin V2 block (cosine attention, continuous position bias): not supported")
+                         lambda: "timm swin_transformer_v2_cr block (its own scaled-cosine parametrisation, "
+                                 "not the official V2's): not reproduced")
+    if hasattr(attn, "logit_scale") and hasattr(module, "window_size"):
+        return Candidate(FAMILY, "_attn", None,
+                         lambda: f"{type(module).__name__} is not timm's SwinTransformerV2Block")
     if hasattr(attn, "relative_position_bias_table") and hasattr(module, "window_size") and \
             hasattr(module, "shift_size"):
         return Candidate(FAMILY, "_attn", None,

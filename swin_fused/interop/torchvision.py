@@ -1,4 +1,4 @@
-"""torchvision (``torchvision.models.swin_t/s/b``): checkpoint layout and the attention patch.
+"""torchvision (``torchvision.models.swin_t/s/b``, ``swin_v2_t/s/b``): checkpoint layout and the attention patch.
 
 Size rule: ``semantics="torchvision"`` (pad, then shift; per axis the shift is zeroed where the window covers the
 padded map; the window is never clamped; decided per forward; the patch embedding drops a remainder that is
@@ -8,8 +8,11 @@ Layout: ``features.0.0`` conv and ``features.0.2`` norm, stage ``s`` blocks at `
 MLP as ``mlp.0`` / ``mlp.3``, merging at ``features.{2s+2}`` (the official concatenation order), the relative
 position index flattened, then ``norm``, ``head``.
 
-Patch: ``ShiftedWindowAttention.forward``, which ``attn(...)`` calls, so hooks on ``attn`` still run; the
-library's path calls no submodule either (it takes ``qkv.weight`` etc. through ``F.linear``).
+Patch: ``ShiftedWindowAttention.forward`` (and ``ShiftedWindowAttentionV2.forward``: cosine attention, the
+continuous position bias from the module's ``cpb_mlp``, and the qkv bias with its k part zeroed on every call as
+torchvision does), which ``attn(...)`` calls, so hooks on ``attn`` still run; the library's path calls no
+submodule either (it takes ``qkv.weight`` etc. through ``F.linear``; V2's ``cpb_mlp`` is called as a module on
+both paths).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from ..semantics import SEMANTICS as _RULES
 from ._layouts import Layout, StateDict, rename
 from ._patching import (Candidate, attend, first, heads_reason, index_reason, instance_reason, linear_reason,
-                        needs_library_path, overridden, patch_of, shift_reason, table_reason)
+                        needs_library_path, overridden, patch_of, shift_reason, table_reason, v2_reason, v2_terms)
 
 FAMILY = "torchvision"
 SEMANTICS = "torchvision"
@@ -89,29 +92,41 @@ def _forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     _, H, W, C = x.shape
     configured = ((attn.window_size[0], attn.window_size[1]), (attn.shift_size[0], attn.shift_size[1]))
     window, shift = _RULES["torchvision"].at(H, W, configured, None)
-    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)  # torchvision calls F.linear too (no qkv hooks)
-    out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, window, shift,
-                 pad_qkv=attn.qkv.bias,
-                 shift_before_pad=False,
-                 dropout_p=attn.attention_dropout if attn.training else 0.0,
-                 scale=(C // attn.num_heads) ** -0.5, table_window=window)
+    bias, tau, scale = attn.qkv.bias, None, (C // attn.num_heads) ** -0.5
+    if hasattr(attn, "logit_scale"):  # V2: the k part of the bias is zeroed on each call (so it gets no gradient)
+        if bias is not None:
+            bias = torch.cat((bias[:C], torch.zeros_like(bias[C:2 * C]), bias[2 * C:]))
+        table, tau = v2_terms(attn.logit_scale, attn.cpb_mlp, attn.relative_coords_table, attn.num_heads)
+        scale = None
+    else:
+        table = attn.relative_position_bias_table
+    qkv = F.linear(x, attn.qkv.weight, bias)  # torchvision calls F.linear too (no qkv hooks)
+    out = attend(patch, qkv, table, attn.num_heads, window, shift, pad_qkv=bias, shift_before_pad=False,
+                 dropout_p=attn.attention_dropout if attn.training else 0.0, scale=scale, table_window=window,
+                 cosine_scale=tau)
     out = F.linear(out, attn.proj.weight, attn.proj.bias)
     return F.dropout(out, p=attn.dropout, training=attn.training)
 
 
 def _check(attn: nn.Module, tv_swin: types.ModuleType) -> Optional[str]:
-    if isinstance(attn, tv_swin.ShiftedWindowAttentionV2):
-        return "Swin V2 attention (cosine attention, continuous position bias): not supported"
+    v2 = isinstance(attn, tv_swin.ShiftedWindowAttentionV2)
+    base = tv_swin.ShiftedWindowAttentionV2 if v2 else tv_swin.ShiftedWindowAttention
     window, shift = tuple(attn.window_size), tuple(attn.shift_size)
+
+    def terms():
+        if v2:
+            return v2_reason(attn.logit_scale, attn.cpb_mlp, attn.relative_coords_table, window, attn.num_heads)
+        return table_reason(attn.relative_position_bias_table, window, attn.num_heads)
+
     return first(
-        lambda: overridden(attn, tv_swin.ShiftedWindowAttention, "forward", "get_relative_position_bias"),
+        lambda: overridden(attn, base, "forward", "get_relative_position_bias"),
         lambda: instance_reason((("", attn, ("forward", "get_relative_position_bias",
                                              "_replicate_for_data_parallel")),)),
         lambda: linear_reason(attn, "qkv", "proj"),
         lambda: None if len(window) == 2 and len(shift) == 2 else f"window {window} / shift {shift} not 2-D",
         lambda: heads_reason(attn.qkv, attn.num_heads),
         lambda: shift_reason(window, shift),
-        lambda: table_reason(attn.relative_position_bias_table, window, attn.num_heads),
+        terms,
         lambda: index_reason(attn.relative_position_index, window),
     )
 

@@ -26,7 +26,12 @@ Patch: ``SwinLayer.forward`` (one GEMM for q, k and v through their concatenated
 layer's own ``o_proj``), with HF's eager and SDPA attention alike. A call that asks for attention probabilities
 (``output_attentions=True``), which the fused op never builds, or one with hooks on a module the patched layer
 skips (``attention`` and its q/k/v projections) takes HF's own path. Layers of other HF models that copy Swin
-(Donut, MaskFormer, CLAP's HTSAT), and Swin V2 layers, are left alone with the reason.
+(Donut, MaskFormer, CLAP's HTSAT) are left alone with the reason.
+
+Swin V2 (``transformers.models.swinv2``: ``Swinv2Model``, ``Swinv2ForImageClassification``, ``Swinv2Backbone``):
+``Swinv2Layer.forward`` (post-norm) on the fused op with cosine attention, the continuous position bias from the
+layer's ``continuous_position_bias_mlp``, q/v biases and a bias-free key (padding tokens' k is 0), and the shift
+mask as HF applies it: added twice, -200. Window and shift are the layer's own, fixed by HF at construction.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ import torch.nn.functional as F
 from ..semantics import SEMANTICS as _RULES
 from ._layouts import Layout, StateDict, rename
 from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
-                        needs_library_path, overridden, patch_of, shift_reason, table_reason)
+                        needs_library_path, overridden, patch_of, shift_reason, table_reason, v2_reason, v2_terms)
 
 FAMILY = "transformers"
 SEMANTICS = "transformers"
@@ -223,18 +228,82 @@ def _configured_window_shift(layer: nn.Module, name: str):
     return (window, window), (shift, shift)
 
 
+# ------------------------------------------------------------------------------------------------ Swin V2
+
+#: HF's Swin V2 adds its -100 shift mask to the scores twice.
+_V2_MASK_VALUE = -200.0
+
+
+def _v2_bypassed(layer: nn.Module):
+    attn = layer.attention.self
+    return (("attention", layer.attention), ("attention.self", attn), ("attention.self.query", attn.query),
+            ("attention.self.key", attn.key), ("attention.self.value", attn.value))
+
+
+def _v2_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions,
+                      output_attentions: Optional[bool] = False, **kwargs):
+    """HF ``Swinv2Layer.forward`` on the fused op: ``[B, H*W, C] -> ([B, H*W, C],)``."""
+    patch = patch_of(layer)
+    attn = layer.attention.self
+    if (output_attentions or kwargs.get("output_attentions") or _attentions_requested()
+            or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value))
+            or needs_library_path(_v2_bypassed(layer), layer.attention, hidden_states)):
+        return patch.call_original(layer, hidden_states, input_dimensions, output_attentions, **kwargs)
+    H, W = input_dimensions
+    B, L, C = hidden_states.shape
+    window, shift = (layer.window_size, layer.window_size), (layer.shift_size, layer.shift_size)
+    weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight])
+    bias = None if attn.query.bias is None else torch.cat(
+        [attn.query.bias, torch.zeros_like(attn.query.bias), attn.value.bias])  # the key has no bias
+    qkv = F.linear(hidden_states.view(B, H, W, C), weight, bias)  # padded tokens are zeros: their q/k/v = bias
+    table, tau = v2_terms(attn.logit_scale, attn.continuous_position_bias_mlp, attn.relative_coords_table,
+                          attn.num_attention_heads)
+    out = attend(patch, qkv, table, attn.num_attention_heads, window, shift, pad_qkv=bias, shift_before_pad=False,
+                 dropout_p=attn.dropout.p if attn.training else 0.0, scale=None, table_window=window,
+                 cosine_scale=tau, mask_value=_V2_MASK_VALUE)
+    out = layer.attention.output(out.view(B, L, C), hidden_states)
+    hidden_states = hidden_states + layer.drop_path(layer.layernorm_before(out))
+    out = layer.output(layer.intermediate(hidden_states))
+    return (hidden_states + layer.drop_path(layer.layernorm_after(out)),)
+
+
+def _v2_check(layer: nn.Module, hf_v2) -> Optional[str]:
+    attention = getattr(layer, "attention", None)
+    attn = getattr(attention, "self", None)
+    if not isinstance(attn, hf_v2.Swinv2SelfAttention):
+        return f"attention is {type(attn).__name__}, not transformers' Swinv2SelfAttention"
+    window, shift = tuple(attn.window_size), (layer.shift_size, layer.shift_size)
+    return first(
+        lambda: overridden(layer, hf_v2.Swinv2Layer, "forward", "get_attn_mask", "maybe_pad"),
+        lambda: overridden(attention, hf_v2.Swinv2Attention, "forward"),
+        lambda: overridden(attn, hf_v2.Swinv2SelfAttention, "forward"),
+        lambda: instance_reason((("", layer, ("forward", "get_attn_mask", "_replicate_for_data_parallel")),
+                                 ("attention.", attention, ("forward",)), ("attention.self.", attn, ("forward",)))),
+        lambda: hook_reason(_v2_bypassed(layer)),
+        lambda: linear_reason(attn, "query", "key", "value", prefix="attention.self."),
+        lambda: None if attn.key.bias is None and (attn.query.bias is None) == (attn.value.bias is None)
+        else "query/key/value biases are not Swin V2's (q and v, or neither; never k)",
+        lambda: None if window == (layer.window_size, layer.window_size) else
+        f"layer window {layer.window_size} differs from its attention's window {window}",
+        lambda: shift_reason(window, shift),
+        lambda: v2_reason(attn.logit_scale, attn.continuous_position_bias_mlp, attn.relative_coords_table, window,
+                          attn.num_attention_heads),
+        lambda: index_reason(attn.relative_position_index, window),
+    )
+
+
 def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
-    """HF's SwinLayer, another HF library's layer named like it (left alone), or None."""
+    """HF's SwinLayer or Swinv2Layer, another HF library's layer named like them (left alone), or None."""
     hf_swin = sys.modules.get("transformers.models.swin.modeling_swin")
     if hf_swin is not None and isinstance(module, hf_swin.SwinLayer):
         configured = _configured_window_shift(module, name)
         return Candidate(FAMILY, "forward", _layer_forward, lambda: _check(module, hf_swin, configured),
                          state=lambda: {"configured": configured})
+    hf_v2 = sys.modules.get("transformers.models.swinv2.modeling_swinv2")
+    if hf_v2 is not None and isinstance(module, hf_v2.Swinv2Layer):
+        return Candidate(FAMILY, "forward", _v2_layer_forward, lambda: _v2_check(module, hf_v2))
     kind = type(module)
-    if kind.__module__.startswith("transformers.") and kind.__name__.endswith("SwinLayer"):
-        if "swinv2" in kind.__module__ or "Swinv2" in kind.__name__:
-            reason = "Swin V2 layer (cosine attention, continuous position bias): not supported"
-        else:
-            reason = f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer: not reproduced"
+    if kind.__module__.startswith("transformers.") and kind.__name__.lower().endswith(("swinlayer", "swinv2layer")):
+        reason = f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer or Swinv2Layer: not reproduced"
         return Candidate(FAMILY, "forward", None, lambda: reason)
     return None
