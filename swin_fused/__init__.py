@@ -33,6 +33,12 @@ from .model import (
     SwinTransformerBlock,
     WindowAttention,
 )
+from .model_v2 import (V2_CONFIGS, BasicLayerV2, PatchMergingV2, SwinTransformerBlockV2, SwinTransformerV2,
+                       WindowAttentionV2, swinv2_base_patch4_window8_256, swinv2_base_patch4_window12to16_192to256,
+                       swinv2_base_patch4_window12to24_192to384, swinv2_base_patch4_window16_256,
+                       swinv2_large_patch4_window12to16_192to256, swinv2_large_patch4_window12to24_192to384,
+                       swinv2_small_patch4_window8_256, swinv2_small_patch4_window16_256,
+                       swinv2_tiny_patch4_window8_256, swinv2_tiny_patch4_window16_256)
 from .interop import (LAYOUTS, CheckpointError, LoadResult, OptimizeReport, convert_state_dict, detect_layout,
                       load_checkpoint, optimize, save_checkpoint)
 from .semantics import SEMANTICS, SizeRule, size_rule
@@ -76,4 +82,6 @@ __all__ = [
     "swin_base_patch4_window12_384",
     "swin_large_patch4_window7_224",
     "swin_large_patch4_window12_384",
+    "SwinTransformerV2", "SwinTransformerBlockV2", "WindowAttentionV2", "PatchMergingV2", "BasicLayerV2",
+    "V2_CONFIGS", *V2_CONFIGS,
 ]

@@ -2,7 +2,8 @@
 
 ``swin_tiny_patch4_window7_224()`` etc. build a :class:`swin_fused.SwinTransformer`; keyword arguments
 override the config (``num_classes=0`` for a backbone, ``drop_path_rate=...``). ``MODEL_CONFIGS`` and
-``PAPER_TABLE`` hold the numbers the ``table`` command reproduces.
+``PAPER_TABLE`` hold the numbers the ``table`` command reproduces. :func:`create_model` also builds the official
+Swin V2 configs (``swinv2_tiny_patch4_window8_256`` ..., :data:`swin_fused.model_v2.V2_CONFIGS`).
 """
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import difflib
 from typing import Callable, Dict, NamedTuple, Optional
 
 from .model import SwinTransformer
+from .model_v2 import V2_CONFIGS, SwinTransformerV2
 
 __all__ = ["MODEL_CONFIGS", "MODEL_ALIASES", "PAPER_TABLE", "PaperRow", "create_model", "list_models",
-           "resolve_model_name"]
+           "model_config", "resolve_model_name"]
 
 
 class PaperRow(NamedTuple):
-    """Published numbers: parameters (official count, 1000 classes), GFLOPs, V100 images/s, top-1."""
+    """Published numbers: parameters (official count, 1000 classes; None where only a rounded count was
+    published), GFLOPs, V100 images/s, top-1."""
 
-    params: int
+    params: Optional[int]
     gflops: float
     v100_img_s: Optional[float]
     top1: str
@@ -46,6 +49,17 @@ PAPER_TABLE: Dict[str, PaperRow] = {
     "swin_base_patch4_window12_384": PaperRow(87_903_584, 47.0, 84.7, "84.5"),
     "swin_large_patch4_window7_224": PaperRow(196_532_476, 34.5, None, "86.3 (22K)"),
     "swin_large_patch4_window12_384": PaperRow(196_735_516, 103.9, 42.1, "87.3 (22K)"),
+    # Swin V2 (arXiv 2111.09883; the official repository's ImageNet-1K table: 28M / 50M / 88M / 197M parameters).
+    "swinv2_tiny_patch4_window8_256": PaperRow(None, 5.9, None, "81.8"),
+    "swinv2_tiny_patch4_window16_256": PaperRow(None, 6.6, None, "82.8"),
+    "swinv2_small_patch4_window8_256": PaperRow(None, 11.5, None, "83.7"),
+    "swinv2_small_patch4_window16_256": PaperRow(None, 12.6, None, "84.1"),
+    "swinv2_base_patch4_window8_256": PaperRow(None, 20.3, None, "84.2"),
+    "swinv2_base_patch4_window16_256": PaperRow(None, 21.8, None, "84.6"),
+    "swinv2_base_patch4_window12to16_192to256": PaperRow(None, 21.8, None, "86.2 (22K)"),
+    "swinv2_base_patch4_window12to24_192to384": PaperRow(None, 54.7, None, "87.1 (22K)"),
+    "swinv2_large_patch4_window12to16_192to256": PaperRow(None, 47.5, None, "86.9 (22K)"),
+    "swinv2_large_patch4_window12to24_192to384": PaperRow(None, 115.4, None, "87.6 (22K)"),
 }
 
 
@@ -67,27 +81,37 @@ def resolve_model_name(name: str) -> str:
     Raises ValueError naming the closest names for anything else."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    if name in MODEL_CONFIGS:
+    if name in MODEL_CONFIGS or name in V2_CONFIGS:
         return name
     key = name.strip().lower().replace("-", "_")
-    if key in MODEL_CONFIGS:
+    if key in MODEL_CONFIGS or key in V2_CONFIGS:
         return key
     if key in MODEL_ALIASES:
         return MODEL_ALIASES[key]
-    close = difflib.get_close_matches(key, [*MODEL_CONFIGS, *MODEL_ALIASES], n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, [*MODEL_CONFIGS, *V2_CONFIGS, *MODEL_ALIASES], n=3, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     raise ValueError(f"unknown model {name!r}{hint}; expected one of {', '.join(MODEL_CONFIGS)} or a short name "
                      f"such as {', '.join(sorted(set(MODEL_ALIASES) - set(MODEL_CONFIGS))[:6])}")
 
 
-def create_model(name: str, **overrides) -> SwinTransformer:
-    """Build a named config (or an alias such as ``"swin_t"``); ``overrides`` replace any constructor keyword."""
-    return SwinTransformer(**{**MODEL_CONFIGS[resolve_model_name(name)], **overrides})
+def create_model(name: str, **overrides):
+    """Build a named config (or an alias such as ``"swin_t"``): a :class:`SwinTransformer`, or for the V2 names a
+    :class:`SwinTransformerV2`; ``overrides`` replace any constructor keyword."""
+    name = resolve_model_name(name)
+    if name in V2_CONFIGS:
+        return SwinTransformerV2(**{**V2_CONFIGS[name], **overrides})
+    return SwinTransformer(**{**MODEL_CONFIGS[name], **overrides})
+
+
+def model_config(name: str) -> dict:
+    """The constructor keywords of a named config (V1 or V2)."""
+    name = resolve_model_name(name)
+    return dict(V2_CONFIGS[name] if name in V2_CONFIGS else MODEL_CONFIGS[name])
 
 
 def list_models():
-    """Names of the paper's configurations."""
-    return list(MODEL_CONFIGS)
+    """Names of the paper's configurations, then the official Swin V2 ones."""
+    return [*MODEL_CONFIGS, *V2_CONFIGS]
 
 
 def _constructor(name: str) -> Callable[..., SwinTransformer]:

@@ -25,6 +25,8 @@ once per forward (:meth:`SizeRule.at`: host arithmetic on ints, nothing on the d
                                  padding, timm issue 2438)
 ``transformers``   pad, shift    min(H, W) <= window: window = min(H, W), shift 0, both     per forward
                                  axes
+``transformers-    pad, shift    as timm's, on the first axis for both (HF's windows are    construction
+v2``                             square); the shift mask is added twice (-200)              (``input_resolution``)
 =================  ============  =========================================================  ==================
 
 ``transformers`` is the rule HF transformers' Swin V1 means, applied to the configured window on every call.
@@ -78,6 +80,13 @@ def _clamp_per_axis(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, 
     return w, s
 
 
+def _clamp_square(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, Pair]:
+    """HF Swin V2's ``_compute_window_shift``: timm's per-axis rule, of which the layer keeps the first axis
+    (``window_size[0]``, ``shift_size[0]``) for both."""
+    w, s = _clamp_per_axis(resolution, window, shift)
+    return (w[0], w[0]), (s[0], s[0])
+
+
 def _unshift_covered_axes(resolution: Pair, window: Pair, shift: Pair) -> Tuple[Pair, Pair]:
     """torchvision: along an axis whose padded size is a single window there is nothing to shift."""
     padded = tuple(-(-r // t) * t for r, t in zip(resolution, window))
@@ -96,6 +105,7 @@ class SizeRule:
         clamps_at_construction: the block's table is built for (and its decision fixed at) the window clamped
             at its built resolution.
         keeps_mask_buffer: blocks carry the official ``attn_mask`` buffer (official checkpoints hold it).
+        mask_value: what separates the shift regions (HF Swin V2 adds its -100 mask twice).
     """
 
     name: str
@@ -103,6 +113,7 @@ class SizeRule:
     pads_patches: bool
     clamps_at_construction: bool
     keeps_mask_buffer: bool
+    mask_value: float = -100.0
 
     def built(self, resolution: Pair, window: Pair, shift: Pair) -> Built:
         """The construction-time decision for a block of ``window`` / ``shift`` built for ``resolution``."""
@@ -110,6 +121,8 @@ class SizeRule:
             w, s = _clamp_both(resolution, window, shift)
         elif self.name == "timm":
             w, s = _clamp_per_axis(resolution, window, shift)
+        elif self.name == "transformers-v2":
+            w, s = _clamp_square(resolution, window, shift)
         else:
             w, s = window, shift
         return Built(table_window=w if self.clamps_at_construction else window, window=w, shift=s)
@@ -118,7 +131,7 @@ class SizeRule:
         """``(window, shift)`` a block uses on an ``H x W`` map (``configured``: the constructor's values)."""
         if self.name == "official":  # fixed at construction; a smaller map than built is one window
             return _clamp_both((H, W), built.window, built.shift)
-        if self.name == "timm":
+        if self.name in ("timm", "transformers-v2"):
             return built.window, built.shift
         if self.name == "torchvision":
             return _unshift_covered_axes((H, W), *configured)
@@ -133,6 +146,7 @@ SEMANTICS: Dict[str, SizeRule] = {
     "torchvision": SizeRule("torchvision", False, False, False, False),
     "timm": SizeRule("timm", True, False, True, False),
     "transformers": SizeRule("transformers", False, True, False, False),
+    "transformers-v2": SizeRule("transformers-v2", False, True, True, False, mask_value=-200.0),
 }
 _ALIASES = {"mmdet": "detection", "mmseg": "detection", "hf": "transformers", "huggingface": "transformers",
             "tv": "torchvision"}

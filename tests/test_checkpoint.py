@@ -132,7 +132,7 @@ def test_detect_foreign_layouts(foreign):
     assert detect_layout(without_head(source.state_dict())) == layout  # timm: told apart by merging placement
 
 
-def test_unknown_and_swin_v2_layouts_are_clear_errors():
+def test_unknown_layouts_are_clear_errors_and_v2_dicts_are_v2_layouts():
     with pytest.raises(ValueError, match=r"unknown Swin state-dict layout \(3 keys: encoder.0.weight, "
                                          r"encoder.0.bias, decoder.weight\)"):
         detect_layout({"encoder.0.weight": torch.ones(1), "encoder.0.bias": torch.ones(1),
@@ -140,10 +140,15 @@ def test_unknown_and_swin_v2_layouts_are_clear_errors():
     tv_swin = pytest.importorskip("torchvision.models.swin_transformer")
     v2 = tv_swin.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[4, 4],
                                  block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2)
-    with pytest.raises(ValueError, match="Swin V2"):
-        convert_state_dict(v2.state_dict())
-    with pytest.raises(ValueError, match="layout must be 'auto' or one of official, detection, mmdet, timm, "
-                                         "torchvision, transformers, transformers-backbone, got 'mmcls'"):
+    assert detect_layout(v2.state_dict()) == "torchvision-v2"  # a V2 dict is never taken for a V1 layout
+    converted = convert_state_dict(v2.state_dict())
+    assert "layers.0.blocks.0.attn.q_bias" in converted and "layers.0.blocks.0.attn.qkv.bias" not in converted
+    with pytest.raises(swin_fused.CheckpointError, match="Swin V2 checkpoint .*load it into a swin_fused.SwinTransformerV2"):
+        swin_fused.load_checkpoint(swin_fused.SwinTransformer(img_size=32, embed_dim=8, depths=(1, 1), num_heads=(1, 2),
+                                                              window_size=4), v2.state_dict())
+    with pytest.raises(ValueError, match="layout must be 'auto' or one of official, official-v2, detection, mmdet, "
+                                         "timm, timm-v2, torchvision, torchvision-v2, transformers-v2, transformers, "
+                                         "transformers-backbone, got 'mmcls'"):
         convert_state_dict(v2.state_dict(), layout="mmcls")
 
 

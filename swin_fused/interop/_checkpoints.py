@@ -27,8 +27,9 @@ from torch.nn.modules.module import _IncompatibleKeys
 from ..backbone import SwinBackbone
 from ..geometry import relative_position_index, same_index
 from ..model import SwinTransformer, SwinTransformerBlock
+from ..model_v2 import SwinTransformerV2
 from . import detection, official, timm, torchvision, transformers
-from ._layouts import Layout, StateDict
+from ._layouts import Layout, StateDict, is_v2
 
 __all__ = ["LAYOUTS", "CheckpointError", "LoadResult", "detect_layout", "convert_state_dict", "load_checkpoint",
            "save_checkpoint", "convert_foreign_keys_in_place"]
@@ -46,7 +47,6 @@ _WRAPPER_KEYS = ("model", "state_dict")  # official training/release files; timm
 # DistributedDataParallel / DataParallel; torch.compile; a training wrapper holding the network as `.model`
 # (PyTorch Lightning modules, many trainers). Each is stripped only when every key carries it.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
-_SWIN_V2_MARKERS = ("logit_scale", "cpb_mlp")
 _BACKBONE_LAYOUTS = ("detection", "mmdet", "transformers-backbone")
 
 
@@ -70,7 +70,8 @@ def _describe_keys(keys: List[str]) -> str:
 
 
 def _guess(keys: List[str]) -> List[Layout]:
-    return [layout for layout in _REGISTRY if layout.recognise(keys)]
+    v2 = is_v2(keys)  # V1 and V2 dicts share most keys: each is asked only about its own kind of layout
+    return [layout for layout in _REGISTRY if layout.v2 == v2 and layout.recognise(keys)]
 
 
 def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -85,16 +86,13 @@ def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 
 def _detect(keys: List[str]) -> Layout:
-    if any(marker in key for key in keys for marker in _SWIN_V2_MARKERS):
-        raise ValueError("this is a Swin V2 state dict (it has logit_scale / cpb_mlp entries); swin_fused "
-                         "implements Swin V1 only")
     found = _guess(keys)
     if len(found) == 1:
         return found[0]
     if found:
         raise ValueError(f"ambiguous Swin state-dict layout: the keys fit {', '.join(l.name for l in found)} "
                          f"({len(keys)} keys: {_describe_keys(keys)}); pass layout= to choose")
-    known = "; ".join(f"{layout.name} ({layout.description})" for layout in _REGISTRY)
+    known = "; ".join(f"{layout.name} ({layout.description})" for layout in _REGISTRY if layout.v2 == is_v2(keys))
     raise ValueError(f"unknown Swin state-dict layout ({len(keys)} keys: {_describe_keys(keys)}); expected one "
                      f"of: {known}")
 
@@ -322,7 +320,7 @@ def _match_absolute_pos_embed(model: nn.Module, sd: StateDict) -> None:
 
 def _is_derivable(key: str) -> bool:
     """The buffers a model rebuilds from its geometry; a checkpoint need not carry them."""
-    return key.rsplit(".", 1)[-1] in ("relative_position_index", "attn_mask")
+    return key.rsplit(".", 1)[-1] in ("relative_position_index", "attn_mask", "relative_coords_table")
 
 
 def _is_ignored_mask(model: nn.Module, key: str) -> bool:
@@ -426,9 +424,10 @@ def check_model(model, function: str) -> None:
 def _check_swin_fused_model(model: nn.Module) -> None:
     """load_checkpoint converts every layout onto swin_fused's own keys, so only swin_fused models can take them."""
     bare = _bare_module(model)
-    if not isinstance(bare, (SwinTransformer, SwinBackbone)):
+    if not isinstance(bare, (SwinTransformer, SwinBackbone, SwinTransformerV2)):
         kind = f"{type(bare).__module__}.{type(bare).__qualname__}"
-        raise TypeError(f"load_checkpoint: model must be a swin_fused.SwinTransformer or SwinBackbone (bare, or in a "
+        raise TypeError(f"load_checkpoint: model must be a swin_fused.SwinTransformer, SwinTransformerV2 or "
+                        f"SwinBackbone (bare, or in a "
                         f"DDP / DataParallel / torch.compile wrapper), got {kind}; load_checkpoint renames "
                         f"official, detection, mmdet, timm, torchvision and HF transformers checkpoints onto "
                         f"swin_fused's keys. Load another model's own checkpoint with "
@@ -483,6 +482,11 @@ def load_checkpoint(
         source, obj = "checkpoint", checkpoint
     sd = _prepare(obj, source)
     found = _resolve(sd, layout)
+    v2_model = isinstance(_bare_module(model), SwinTransformerV2)
+    if found.v2 != v2_model:
+        want, got = ("SwinTransformerV2", "Swin V2") if found.v2 else ("SwinTransformer or SwinBackbone", "Swin V1")
+        raise CheckpointError(f"load_checkpoint: {source} is a {got} checkpoint ({found.name} layout), but the model "
+                              f"is a {type(_bare_module(model)).__name__}; load it into a swin_fused.{want}")
     sd = found.to_official(sd)
     _add_relative_position_index(sd)
     model = _bare_module(model)

@@ -52,6 +52,8 @@ class Layout:
         to_official: the dict renamed (and, where a library stores them otherwise, re-laid-out) onto the
             official keys; shares the input's tensors where no change is needed.
         description: the keys that tell it, for error messages.
+        v2: a Swin V2 layout (converted onto the official V2 keys, :class:`swin_fused.SwinTransformerV2`'s):
+            only V2 dicts (:func:`is_v2`) are asked about V2 layouts, and only V1 dicts about V1 ones.
     """
 
     name: str
@@ -59,6 +61,16 @@ class Layout:
     recognise: Callable[[List[str]], bool]
     to_official: Callable[[Mapping[str, torch.Tensor]], StateDict]
     description: str
+    v2: bool = False
+
+
+#: Entries only Swin V2 dicts have (the cosine attention's temperature, the continuous position bias MLP).
+_V2_MARKERS = ("logit_scale", "cpb_mlp", "continuous_position_bias_mlp")
+
+
+def is_v2(keys) -> bool:
+    """Whether state-dict keys are a Swin V2 model's."""
+    return any(marker in key for key in keys for marker in _V2_MARKERS)
 
 
 def rename(key: str, renames) -> str:

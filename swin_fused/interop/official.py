@@ -47,7 +47,9 @@ def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 LAYOUTS = (Layout("official", SEMANTICS, _recognise, _to_official,
-                  "patch_embed.*, layers.{i}.blocks.{j}.*, layers.{i}.downsample.* ending stage i, head.*"),)
+                  "patch_embed.*, layers.{i}.blocks.{j}.*, layers.{i}.downsample.* ending stage i, head.*"),
+           Layout("official-v2", SEMANTICS, _recognise, _to_official,
+                  "as official, with attn.{q_bias,v_bias,logit_scale,cpb_mlp.*} (swin_transformer_v2.py)", v2=True))
 
 
 # ------------------------------------------------------------------------------------------------- patching

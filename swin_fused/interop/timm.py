@@ -66,7 +66,9 @@ def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 LAYOUTS = (Layout("timm", SEMANTICS, _recognise, _to_official,
-                  "official block keys, downsample starting stage i, head.fc.*"),)
+                  "official block keys, downsample starting stage i, head.fc.*"),
+           Layout("timm-v2", SEMANTICS, _recognise, _to_official,
+                  "official V2 block keys, downsample starting stage i, head.fc.* (swin_transformer_v2)", v2=True))
 
 
 # ------------------------------------------------------------------------------------------------- patching

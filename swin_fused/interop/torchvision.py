@@ -76,7 +76,23 @@ def _to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
-LAYOUTS = (Layout("torchvision", SEMANTICS, _recognise, _to_official, "features.*"),)
+def _v2_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """As :func:`_to_official`, with V2's one qkv bias split into the official ``q_bias`` and ``v_bias``
+    (torchvision zeroes its k part on every call, so it carries nothing)."""
+    out: StateDict = {}
+    for key, value in _to_official(sd).items():
+        if key.endswith(".attn.qkv.bias") and value.dim() == 1 and value.numel() % 3 == 0:
+            dim = value.numel() // 3
+            out[key[: -len("qkv.bias")] + "q_bias"] = value[:dim]
+            out[key[: -len("qkv.bias")] + "v_bias"] = value[2 * dim:]
+        else:
+            out[key] = value
+    return out
+
+
+LAYOUTS = (Layout("torchvision", SEMANTICS, _recognise, _to_official, "features.*"),
+           Layout("torchvision-v2", SEMANTICS, _recognise, _v2_to_official,
+                  "features.* with attn.{logit_scale,cpb_mlp.*} (swin_v2_t/s/b)", v2=True))
 
 
 # ------------------------------------------------------------------------------------------------- patching

@@ -74,7 +74,10 @@ _TOP_RENAMES = (("embeddings.patch_embeddings.projection.", "patch_embed.proj.")
 
 
 def _bare(key: str) -> str:
-    return key[len("swin."):] if key.startswith("swin.") else key
+    for prefix in ("swin.", "swinv2."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
 
 
 def _is_hf(keys) -> bool:
@@ -130,7 +133,46 @@ def _backbone_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return _to_official({key: value for key, value in sd.items() if not _bare(key).startswith("layernorm.")})
 
 
+_V2_BLOCK_RENAMES = (
+    ("layernorm_before.", "norm1."), ("layernorm_after.", "norm2."),
+    ("attention.self.query.weight", "attn.q_weight"), ("attention.self.key.weight", "attn.k_weight"),
+    ("attention.self.value.weight", "attn.v_weight"),
+    ("attention.self.query.bias", "attn.q_bias"), ("attention.self.value.bias", "attn.v_bias"),
+    ("attention.self.logit_scale", "attn.logit_scale"),
+    ("attention.self.continuous_position_bias_mlp.", "attn.cpb_mlp."),
+    ("attention.self.relative_coords_table", "attn.relative_coords_table"),
+    ("attention.self.relative_position_index", "attn.relative_position_index"),
+    ("attention.output.dense.", "attn.proj."), ("intermediate.dense.", "mlp.fc1."), ("output.dense.", "mlp.fc2."),
+)
+
+
+def _v2_to_official(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """HF Swin V2 onto the official V2 keys: ``query`` / ``key`` / ``value`` weights concatenated into
+    ``attn.qkv.weight``, their biases as ``q_bias`` / ``v_bias`` (HF's key has none: the official zero k bias)."""
+    out: StateDict = {}
+    for key, value in sd.items():
+        bare = _bare(key)
+        block, stage = _BLOCK.match(bare), _STAGE.match(bare)
+        if block:
+            i, j, rest = block.groups()
+            key = f"layers.{i}.blocks.{j}.{rename(rest, _V2_BLOCK_RENAMES)}"
+        elif stage:
+            key = f"layers.{stage.group(1)}.{stage.group(2)}"
+        else:
+            key = rename(bare, _TOP_RENAMES)
+        out[key] = value
+    for key in [k for k in out if k.endswith(".attn.q_weight")]:
+        base = key[: -len("q_weight")]
+        parts = [base + f"{p}_weight" for p in "qkv"]
+        if all(part in out for part in parts):  # an incomplete dict keeps its parts: the load reports them
+            out[base + "qkv.weight"] = torch.cat([out.pop(part) for part in parts], 0)
+    return out
+
+
 LAYOUTS = (
+    Layout("transformers-v2", "transformers-v2", _is_hf, _v2_to_official,
+           "[swinv2.]embeddings.*, [swinv2.]encoder.layers.{i}.blocks.{j}.attention.self.{query,key,value,"
+           "logit_scale,continuous_position_bias_mlp} (HF transformers Swin V2)", v2=True),
     Layout("transformers", SEMANTICS, _recognise, _to_official,
            "[swin.]embeddings.patch_embeddings.*, [swin.]encoder.layers.{i}.blocks.{j}.* (HF transformers)"),
     Layout("transformers-backbone", "detection", _recognise_backbone, _backbone_to_official,

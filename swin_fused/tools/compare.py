@@ -113,7 +113,7 @@ def _prepare(source, backend, compiled, name, mode, device, dtype, batch, img, w
 
 def run(args: argparse.Namespace) -> int:
     from .options import device_and_dtype
-    from ..configs import MODEL_CONFIGS, resolve_model_name
+    from ..configs import model_config, resolve_model_name
 
     device, dtype = device_and_dtype(args)
     args.model = resolve_model_name(args.model)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch or (128 if on_cuda else 2)
     iters = args.iters or (20 if on_cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 1)
-    img = args.img_size or MODEL_CONFIGS[args.model]["img_size"]
+    img = args.img_size or model_config(args.model)["img_size"]
     modes = ["infer", "train"] if args.mode == "both" else [args.mode]
     compile_modes = _modes(args.compile_modes)
     show = not args.no_progress

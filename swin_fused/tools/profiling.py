@@ -49,7 +49,7 @@ def _sort_key(on_cuda: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .options import CommandError, device_and_dtype
-    from ..configs import MODEL_CONFIGS, create_model, resolve_model_name
+    from ..configs import create_model, model_config, resolve_model_name
 
     device, dtype = device_and_dtype(args)
     args.model = resolve_model_name(args.model)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if reason:
             raise CommandError(f"--backend triton cannot be profiled here: {reason}")
     batch = args.batch or (64 if on_cuda else 1)
-    img = MODEL_CONFIGS[args.model]["img_size"]
+    img = model_config(args.model)["img_size"]
     with torch.device(device):
         model = create_model(args.model)
     images = torch.randn(batch, 3, img, img, device=device)

@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _models(spec: str) -> List[str]:
-    from ..configs import MODEL_CONFIGS, resolve_model_name
+    from ..configs import MODEL_CONFIGS, list_models, resolve_model_name
 
     if spec == "all":
-        return list(MODEL_CONFIGS)
+        return list_models()
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise ValueError(f"no model names in {spec!r}; expected 'all' or names from {', '.join(MODEL_CONFIGS)}")
@@ -49,14 +49,14 @@ def _models(spec: str) -> List[str]:
 def measure_table(names: List[str], device: torch.device, dtype: torch.dtype, batch: int, iters: int, warmup: int,
                   backend: str = "auto", show_progress: bool = True) -> List[dict]:
     """One row per config: counted params, FLOPs, measured images/s, and the paper's numbers."""
-    from ..configs import MODEL_CONFIGS, PAPER_TABLE, create_model
+    from ..configs import PAPER_TABLE, create_model, model_config
 
     rows = []
     bar = progress(names, desc="swin-fused table", enabled=show_progress)
     for name in bar:
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(name)
-        img = MODEL_CONFIGS[name]["img_size"]
+        img = model_config(name)["img_size"]
         with torch.device(device):  # initialise on the device: fast on GPUs
             model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
@@ -80,7 +80,8 @@ def measure_table(names: List[str], device: torch.device, dtype: torch.dtype, ba
 def render(rows: List[dict], env: dict, backend: str) -> str:
     headers = ["model", "img", "params", "paper params", "GFLOPs", "paper GFLOPs", "img/s (here)",
                "paper img/s (V100)", "paper top-1"]
-    body = [[r["model"], r["img_size"], f"{r['params']:,}", f"{r['paper_params']:,}", f"{r['gflops']:.1f}",
+    body = [[r["model"], r["img_size"], f"{r['params']:,}",
+             "—" if r["paper_params"] is None else f"{r['paper_params']:,}", f"{r['gflops']:.1f}",
              f"{r['paper_gflops']:.1f}", f"{r['images_per_s']:,.1f}",
              "—" if r["paper_v100_images_per_s"] is None else f"{r['paper_v100_images_per_s']:.1f}",
              r["paper_top1"]] for r in rows]
@@ -89,7 +90,7 @@ def render(rows: List[dict], env: dict, backend: str) -> str:
             f"{first.get('iters')} timed forward(s), backend {backend}; torch {env['torch']}, triton "
             f"{env['triton']}, commit {env['commit']}.\nPaper: V100 throughput (batch 64); top-1 on ImageNet-1K "
             f"(22K: pre-trained on ImageNet-22K). Top-1 needs the released weights and ImageNet: not measured.")
-    mismatched = [r["model"] for r in rows if r["params"] != r["paper_params"]]
+    mismatched = [r["model"] for r in rows if r["paper_params"] is not None and r["params"] != r["paper_params"]]
     if mismatched:
         note += f"\nWARNING: parameter count differs from the paper for {', '.join(mismatched)}."
     return format_table(headers, body) + note
