@@ -112,11 +112,15 @@ def _cosine_inputs(qkv: torch.Tensor, pad_qkv: Optional[torch.Tensor], cosine_sc
                    num_heads: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Swin V2's scaled cosine attention as plain attention with scale 1: per token and head,
     q -> normalize(q) * cosine_scale[h] and k -> normalize(k), so q'.k' is the scaled cosine. Works on the
-    ``[..., 3C]`` map and on the ``[3C]`` pad vector alike (both are per-token values)."""
+    ``[..., 3C]`` map and on the ``[3C]`` pad vector alike (both are per-token values). The norms are taken in
+    fp32, as the kernels take them: in fp16, ``F.normalize``'s eps (1e-12) is 0, so a zero k (Swin V2's padding
+    tokens) would be 0 / 0, and a token's squared norm can pass 65504."""
     def transform(x):
         q, k, v = x.unflatten(-1, (3, num_heads, x.shape[-1] // (3 * num_heads))).unbind(-3)
-        q = F.normalize(q, dim=-1) * cosine_scale.to(q.dtype).view(num_heads, 1)
-        return torch.stack((q, F.normalize(k, dim=-1), v), -3).flatten(-3)
+        work = torch.promote_types(q.dtype, torch.float32)  # fp32 for half inputs, float64 stays float64
+        q = F.normalize(q.to(work), dim=-1) * cosine_scale.to(work).view(num_heads, 1)
+        k = F.normalize(k.to(work), dim=-1)
+        return torch.stack((q.to(v.dtype), k.to(v.dtype), v), -3).flatten(-3)
 
     return transform(qkv), (None if pad_qkv is None else transform(pad_qkv.to(qkv.dtype)))
 

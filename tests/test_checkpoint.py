@@ -324,7 +324,7 @@ def test_tensor_entries_beside_the_wrapped_state_dict_do_not_hide_it(tmp_path):
 
 def test_models_other_than_swin_fused_are_refused_with_a_pointer():
     """load_checkpoint renames checkpoints onto swin_fused's keys; another model is told to use load_state_dict."""
-    expected = r"model must be a swin_fused.SwinTransformer .*got {}; .*model.load_state_dict"
+    expected = r"model must be a swin_fused.SwinTransformer, SwinTransformerV2 or SwinBackbone .*got {}; .*model.load_state_dict"
     linear = torch.nn.Linear(2, 2)
     with pytest.raises(TypeError, match=expected.format(r"torch.nn.modules.linear.Linear")):
         load_checkpoint(linear, linear.state_dict())

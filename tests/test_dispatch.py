@@ -146,16 +146,18 @@ def test_fake_implementations_match_the_real_outputs_for_strided_inputs():
     qkv = torch.randn(1, 7, 9, 48, generator=g).transpose(1, 2).contiguous().transpose(1, 2).to(DEVICE)
     table = torch.randn(2, 49, generator=g).to(DEVICE).t()  # [49, 2], column-major
     pad = torch.randn(96, generator=g).to(DEVICE)[::2]  # [48], stride 2
-    geometry = (2, [4, 4], [2, 2], 0.25, False, [4, 4])
     tests = ("test_schema", "test_faketensor")
-    forward_args = (qkv, table, pad, *geometry, True)
-    # The forward with every check, autograd through the fakes (test_aot_dispatch_dynamic) included.
-    leaves = tuple(t.detach().requires_grad_() for t in forward_args[:3])
-    torch.library.opcheck(torch.ops.swin_fused.window_attention.default, (*leaves, *forward_args[3:]))
-    out, lse = torch.ops.swin_fused.window_attention(*forward_args)
-    dout = torch.randn(out.shape, generator=g).to(DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
-    torch.library.opcheck(torch.ops.swin_fused.window_attention_backward.default,
-                          (dout, qkv, lse, table, pad, *geometry), test_utils=tests)
+    cosine = (torch.rand(4, generator=g) * 20)[::2].to(DEVICE)  # Swin V2's per-head temperature, strided
+    for tau, scale, mask_value in ((None, 0.25, -100.0), (cosine, 1.0, -200.0)):
+        geometry = (2, [4, 4], [2, 2], scale, False, [4, 4], mask_value)
+        forward_args = (qkv, table, pad, tau, *geometry, True)
+        # The forward with every check, autograd through the fakes (test_aot_dispatch_dynamic) included.
+        leaves = tuple(t if t is None else t.detach().requires_grad_() for t in forward_args[:4])
+        torch.library.opcheck(torch.ops.swin_fused.window_attention.default, (*leaves, *forward_args[4:]))
+        out, lse = torch.ops.swin_fused.window_attention(*forward_args)
+        dout = torch.randn(out.shape, generator=g).to(DEVICE).transpose(1, 2).contiguous().transpose(1, 2)
+        torch.library.opcheck(torch.ops.swin_fused.window_attention_backward.default,
+                              (dout, qkv, lse, table, pad, tau, *geometry), test_utils=tests)
 
 
 @pytest.mark.cuda

@@ -174,10 +174,10 @@ def _launch(**overrides):
      r"supports float32, float16 and bfloat16, got torch.float64; use the 'torch' backend"),
     (dict(qkv=torch.randn(1, 4, 4, 3 * 200, device=DEVICE), table=torch.randn(9, 1, device=DEVICE), num_heads=1,
           pad_qkv=None), ValueError, r"supports head_dim 1..128, got 200"),
-    (dict(qkv=torch.randn(1, 17, 17, 6, device=DEVICE), table=torch.randn(33 * 33, 1, device=DEVICE), num_heads=1,
-          window=(17, 17), shift=(0, 0), pad_qkv=None), ValueError, r"windows of up to 256 tokens \(16x16\), got 289"),
+    (dict(qkv=torch.randn(1, 25, 25, 6, device=DEVICE), table=torch.randn(49 * 49, 1, device=DEVICE), num_heads=1,
+          window=(25, 25), shift=(0, 0), pad_qkv=None), ValueError, r"windows of up to 576 tokens \(24x24\), got 625"),
 ], ids=["rank", "shift", "window", "heads", "table", "table-window", "pad", "float64", "head-dim-200",
-        "window-17x17"])
+        "window-25x25"])
 def test_forward_launcher_validates(overrides, error, pattern):
     with pytest.raises(error, match=pattern):
         _launch(**overrides)
@@ -226,8 +226,8 @@ def test_ops_refuses_gradient_without_lse():
 
     a = valid_args()
     qkv = a["qkv"].requires_grad_()  # on DEVICE: the op really runs
-    out, _ = torch.ops.swin_fused.window_attention(qkv, a["table"], None, HEADS, [2, 2], [1, 1], 0.25, False,
-                                                   [2, 2], False)
+    out, _ = torch.ops.swin_fused.window_attention(qkv, a["table"], None, None, HEADS, [2, 2], [1, 1], 0.25, False,
+                                                   [2, 2], -100.0, False)
     with pytest.raises(RuntimeError, match=r"need_lse=False but a gradient was requested"):
         out.sum().backward()
 
