@@ -20,6 +20,10 @@ OP_BATCH = int(os.environ.get("SWIN_FUSED_BENCH_BATCH", 128 if ON_CUDA else 2))
 OP_ROUNDS = (20, 3) if ON_CUDA else (5, 1)
 MODEL_ROUNDS = (6, 2) if ON_CUDA else (3, 1)
 NO_CUDA = "needs CUDA (no GPU on this machine): the CPU run keeps to the PyTorch paths at small sizes"
+#: The Swin V2 suites run on CUDA only: V2's shapes (windows 8-24 at 256-384 px) through the interpreter, or even
+#: through the PyTorch paths on 2 cores, would take minutes per layer.
+V2_NO_CUDA = ("Swin V2 benchmarks need a CUDA GPU: the interpreter takes minutes per V2 layer (and the PyTorch "
+              "paths at V2's 64-576-token windows minutes per case on a CPU)")
 
 BUDGET_S = float(os.environ.get("SWIN_FUSED_BENCH_BUDGET_S", "0") or 0)
 START = time.monotonic()
@@ -32,10 +36,11 @@ def selected(name: str, variable: str, default: str = "all") -> bool:
     return name_matches(name, os.environ.get(variable) or default)
 
 
-def in_filter_order(names, variable: str):
-    """``names`` that pass the filter in ``$variable``, in the order its comma-separated parts name them (the
-    order given, for a time-budgeted run that must reach the first ones), then the rest in their own order."""
-    spec = os.environ.get(variable) or "all"
+def in_filter_order(names, variable: str, default: str = "all"):
+    """``names`` that pass the filter in ``$variable`` (``default`` when unset), in the order its comma-separated
+    parts name them (the order given, for a time-budgeted run that must reach the first ones), then the rest in
+    their own order."""
+    spec = os.environ.get(variable) or default
     parts = [p.strip() for p in spec.split(",") if p.strip()]
 
     def rank(name):

@@ -91,18 +91,28 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
     # FlexAttention at Swin-T stage 1 only (it compiles per shape). Every shape: REPORT_OP_SHAPES=all (needs
     # about 3 minutes more). Each suite stops itself at its budget, a few seconds inside the step's limit, so
     # the op runs its shapes in the order listed: 12x12 first (its autotune candidates are the open question).
-    step bench-block 20 env SWIN_FUSED_BENCH_BUDGET_S=15 \
+    step bench-block 16 env SWIN_FUSED_BENCH_BUDGET_S=12 \
         python -m pytest bench/test_bench_block.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-block.json"
-    step bench-op 55 env SWIN_FUSED_BENCH_BUDGET_S=45 SWIN_FUSED_BENCH_FLEX="T/S s1 56x56 C96 h3 w7 shift3" \
+    step bench-op 45 env SWIN_FUSED_BENCH_BUDGET_S=38 SWIN_FUSED_BENCH_FLEX="T/S s1 56x56 C96 h3 w7 shift3" \
         SWIN_FUSED_BENCH_SHAPES="${REPORT_OP_SHAPES:-B384 s1 96x96 C128 h4 w12 shift6,T/S s1 56x56 C96 h3 w7 shift3,\
 T/S s3 14x14 C384 h12 w7 shift3,B s1 56x56 C128 h4 w7 shift3,T/S s2 28x28 C192 h6 w7 shift3,T/S s4}" \
         python -m pytest bench/test_bench_op.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-op.json"
     # Whole models, eager: fused vs PyTorch path vs timm vs torchvision, inference and training step.
-    step bench-models 85 env SWIN_FUSED_BENCH_BUDGET_S=75 \
+    step bench-models 60 env SWIN_FUSED_BENCH_BUDGET_S=52 \
         python -m pytest bench/test_bench_models.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models.json"
+    # Swin V2: the cosine-attention op at window 16 (SwinV2-T/S stage 1, the 3x target), 24 (SwinV2-B-384) and 8,
+    # fused vs the libraries' own V2 math vs SDPA vs the PyTorch path; then SwinV2-T (timm, window 8 and 16;
+    # torchvision swin_v2_t) eager: the library's model, it after optimize(), the drop-in.
+    step bench-op-v2 22 env SWIN_FUSED_BENCH_BUDGET_S=18 SWIN_FUSED_BENCH_V2_SHAPES="V2-T/S s1 64x64 C96 h3 w16,\
+V2-B384 s1 96x96 C128 h4 w24,V2-T/S s1 64x64 C96 h3 w8,V2-T/S s3" \
+        python -m pytest bench/test_bench_op_v2.py --benchmark-only -q -p no:cacheprovider \
+        --benchmark-json="$OUTDIR/bench-op-v2.json"
+    step bench-models-v2 32 env SWIN_FUSED_BENCH_BUDGET_S=27 \
+        python -m pytest bench/test_bench_models_v2.py -k "eager" --benchmark-only -q -p no:cacheprovider \
+        --benchmark-json="$OUTDIR/bench-models-v2.json"
     # torch.compile rows (default and max-autotune at the throughput batch, reduce-overhead at batch 1), Swin-T.
     # Not in the 6 minutes: each compile takes 30 s or more on a fresh machine (max-autotune minutes). Run it with
     # REPORT_STEPS=bench-compiled (plus summarize) on a warm machine.
@@ -117,7 +127,7 @@ T/S s3 14x14 C384 h12 w7 shift3,B s1 56x56 C128 h4 w7 shift3,T/S s2 28x28 C192 h
     # a profiler range): registers, spills, achieved occupancy, DRAM and SM throughput as launched. The heuristic
     # configs (SWIN_FUSED_AUTOTUNE=0), mostly compiled by the test step already, so the limit goes to profiling.
     if command -v ncu >/dev/null 2>&1; then
-        step ncu 18 env SWIN_FUSED_AUTOTUNE=0 \
+        step ncu 16 env SWIN_FUSED_AUTOTUNE=0 \
             ncu --profile-from-start off --kernel-name regex:_window_attention_ --csv --page details \
             --section SpeedOfLight --section Occupancy --section LaunchStats --log-file "$OUTDIR/ncu.csv" \
             python bench/ncu_kernels.py
@@ -126,14 +136,14 @@ T/S s3 14x14 C384 h12 w7 shift3,B s1 56x56 C128 h4 w7 shift3,T/S s2 28x28 C192 h
     fi
 
     # Host microseconds per launch: empty Triton kernels with 1 and 11 pointers, the fused launchers, the op.
-    step launch-overhead 12 env SWIN_FUSED_AUTOTUNE=0 python bench/launch_overhead.py
-    step profile 17 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
+    step launch-overhead 10 env SWIN_FUSED_AUTOTUNE=0 python bench/launch_overhead.py
+    step profile 15 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
         --trace "$OUTDIR/profile-trace.json"
     # Roofline of the kernels' device time at three shapes: many windows, few windows (many heads), 12 x 12.
     roof_shapes="T/S s1 56x56 C96 h3 w7 shift3,T/S s3 14x14 C384 h12 w7 shift3,B384 s1 96x96 C128 h4 w12 shift6"
-    step roofline 20 python -m swin_fused roofline --iters 10 --shapes "$roof_shapes" --no-progress \
+    step roofline 16 python -m swin_fused roofline --iters 10 --shapes "$roof_shapes" --no-progress \
         --json "$OUTDIR/roofline.json"
-    step table 15 python -m swin_fused table --iters 5 --warmup 2 --no-progress --json "$OUTDIR/table.json"
+    step table 12 python -m swin_fused table --iters 5 --warmup 2 --no-progress --json "$OUTDIR/table.json"
 
     if [ -s "$OUTDIR/bench.jsonl" ]; then
         ncu_table=()

@@ -72,11 +72,17 @@ MODEL_ALIASES: Dict[str, str] = {
     **{alias: "swin_base_patch4_window12_384" for alias in ("swin_b_384", "swin_base_384")},
     **{alias: "swin_large_patch4_window7_224" for alias in ("swin_l", "swin_large", "swin_large_224", "swin_l_224")},
     **{alias: "swin_large_patch4_window12_384" for alias in ("swin_l_384", "swin_large_384")},
+    # Swin V2: timm's names (``swinv2_tiny_window8_256``: the official name less ``patch4_``) and torchvision's.
+    **{name.replace("patch4_", ""): name for name in V2_CONFIGS},
+    "swin_v2_t": "swinv2_tiny_patch4_window8_256",
+    "swin_v2_s": "swinv2_small_patch4_window8_256",
+    "swin_v2_b": "swinv2_base_patch4_window8_256",
 }
 
 
 def resolve_model_name(name: str) -> str:
-    """A config name, or an alias of one (:data:`MODEL_ALIASES`), -> the config's name in :data:`MODEL_CONFIGS`.
+    """A config name, or an alias of one (:data:`MODEL_ALIASES`), -> the config's name in :data:`MODEL_CONFIGS`
+    or :data:`swin_fused.model_v2.V2_CONFIGS`.
 
     Raises ValueError naming the closest names for anything else."""
     if not isinstance(name, str):
@@ -90,8 +96,9 @@ def resolve_model_name(name: str) -> str:
         return MODEL_ALIASES[key]
     close = difflib.get_close_matches(key, [*MODEL_CONFIGS, *V2_CONFIGS, *MODEL_ALIASES], n=3, cutoff=0.5)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint}; expected one of {', '.join(MODEL_CONFIGS)} or a short name "
-                     f"such as {', '.join(sorted(set(MODEL_ALIASES) - set(MODEL_CONFIGS))[:6])}")
+    raise ValueError(f"unknown model {name!r}{hint}; expected one of {', '.join(MODEL_CONFIGS)}, a Swin V2 config "
+                     f"({', '.join(V2_CONFIGS)}) or a short name such as "
+                     f"{', '.join(sorted(set(MODEL_ALIASES) - set(MODEL_CONFIGS))[:6])}")
 
 
 def create_model(name: str, **overrides):
@@ -101,6 +108,11 @@ def create_model(name: str, **overrides):
     if name in V2_CONFIGS:
         return SwinTransformerV2(**{**V2_CONFIGS[name], **overrides})
     return SwinTransformer(**{**MODEL_CONFIGS[name], **overrides})
+
+
+def is_v2(name: str) -> bool:
+    """Whether a named config (or alias) is a Swin V2 one."""
+    return resolve_model_name(name) in V2_CONFIGS
 
 
 def model_config(name: str) -> dict:

@@ -78,6 +78,25 @@ def test_bench_reports_fused_rows_as_skipped(capsys, tmp_path):
         assert code == 0 and out.split() == [str(tmp_path / "plots" / "model_throughput_infer.png")]
 
 
+def test_bench_compares_a_v2_model_with_timm_and_torchvision(capsys, tmp_path):
+    """A V2 name (torchvision's short one here) is built by every source under that library's own name."""
+    path = tmp_path / "bench.json"
+    code, out, _ = run_cli(capsys, "bench", "--model", "swin_v2_t", "--batch", "1", "--iters", "1", "--warmup", "0",
+                           "--mode", "infer", "--compile-modes", "none", "--no-progress", "--json", str(path))
+    assert code == 0
+    data = json.loads(path.read_text())
+    assert data["model"] == "swinv2_tiny_patch4_window8_256" and data["img_size"] == 256
+    rows = {r["implementation"]: r for r in data["rows"]}
+    assert rows["swin_fused torch path"]["images_per_s"] > 0
+    for baseline in ("timm", "torchvision"):
+        if importlib.util.find_spec(baseline):
+            assert rows[baseline]["images_per_s"] > 0, rows[baseline]
+    # SwinV2-T at 256, one image, windows of N = 64: per window 4 N^2 C of matmuls plus the cosine's 6 N C (the
+    # norms of q and k); windows x C summed over the blocks of the four stages
+    expected_gflop = (4 * 64 * 64 + 6 * 64) * (64 * 96 * 2 + 16 * 192 * 2 + 4 * 384 * 6 + 1 * 768 * 2) / 1e9
+    assert f"forward {expected_gflop:.2f} GFLOP" in out
+
+
 def test_profile_prints_kernel_table_and_writes_trace(capsys, tmp_path):
     trace = tmp_path / "trace.json"
     code, out, _ = run_cli(capsys, "profile", "--mode", "train", "--steps", "1", "--warmup", "0", "--row-limit", "400",

@@ -11,10 +11,27 @@ Op implementations (all ``fn(qkv, table, shape, scale=None) -> out`` on a ``[B, 
 - ``flex``: FlexAttention with a ``score_mod`` adding bias and mask from ``[heads, N, N]`` / ``[nW, N, N]``
   tensors (CUDA only, compiled).
 
-Model builders give the package's model and timm's / torchvision's equivalents of a named config.
+Swin V2 op implementations (``OP_IMPLS_V2``, all ``fn(qkv, table, cosine_scale, shape) -> out``), where ``table``
+is the continuous position bias MLP's output ``[(2Wh-1)(2Ww-1), heads]`` *before* ``16 * sigmoid`` and
+``cosine_scale`` the ``[heads]`` temperature ``exp(clamp(logit_scale, max=log 100))``, as a V2 model computes them
+on each call (the MLP and the clamp / exp of ``heads`` values are left out of every implementation alike):
+
+- ``fused`` / ``torch_path``: :func:`swin_fused.window_attention` with ``cosine_scale=`` and the table
+  ``16 * sigmoid(table)``, on the Triton / PyTorch backend (what ``swin_fused.optimize`` runs);
+- ``library``: timm's and torchvision's own V2 attention, transcribed: pad, roll, partition, normalize q and k,
+  matmul, ``* logit_scale``, ``+ 16 * sigmoid(bias)`` (gathered, then the sigmoid, as they do), ``+ mask``,
+  softmax, matmul, reverse; for half inputs under autocast, as those models train (the ``N x N`` scores then
+  become fp32 at ``* logit_scale``, an fp32 parameter);
+- ``sdpa``: q and k normalised, q times the per-head temperature, ``F.scaled_dot_product_attention(q, k, v,
+  attn_mask=bias + mask, scale=1.0)`` with the bias + shift mask materialized ``[B*nW, heads, N, N]``.
+
+Model builders give the package's model and timm's / torchvision's equivalents of a named config; the V2 ones
+(``V2_MODEL_SOURCES``) build timm's and torchvision's Swin V2 and the package's drop-in
+``swin_fused.SwinTransformerV2``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable, Dict, Optional, Tuple
 
@@ -36,6 +53,11 @@ __all__ = [
     "TORCHVISION_NAMES",
     "build_model",
     "model_unavailable_reason",
+    "OP_IMPLS_V2",
+    "make_v2_op_inputs",
+    "V2_MODEL_SOURCES",
+    "build_v2_model",
+    "v2_model_unavailable_reason",
 ]
 
 OpFn = Callable[..., torch.Tensor]
@@ -129,12 +151,92 @@ OP_IMPLS: Dict[str, OpFn] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------- Swin V2
+
+
+def _v2_table(table: torch.Tensor) -> torch.Tensor:
+    """The bias table the op takes: ``16 * sigmoid`` of the position-bias MLP's output (``optimize``'s
+    ``v2_terms`` does the same on the ``[rows, heads]`` table)."""
+    return 16 * torch.sigmoid(table)
+
+
+def _fused_v2(qkv, table, cosine_scale, shape: OpShape):
+    return window_attention(qkv, _v2_table(table), shape.heads, shape.window, shape.shift,
+                            cosine_scale=cosine_scale, backend="triton")
+
+
+def _torch_path_v2(qkv, table, cosine_scale, shape: OpShape):
+    return window_attention(qkv, _v2_table(table), shape.heads, shape.window, shape.shift,
+                            cosine_scale=cosine_scale, backend="torch")
+
+
+def _library_v2(qkv, table, cosine_scale, shape: OpShape):
+    """timm's ``WindowAttention.forward`` / torchvision's ``shifted_window_attention`` (V2) around the qkv and
+    proj Linears, per window, in their order of operations."""
+    half = qkv.dtype in (torch.float16, torch.bfloat16)
+    autocast = torch.autocast(qkv.device.type, dtype=qkv.dtype) if half else contextlib.nullcontext()
+    with autocast:
+        B, H, W, _ = qkv.shape
+        q, k, v, Hp, Wp = _partition_qkv(qkv, shape)  # pad, roll, partition: B*nW, heads, N, hd
+        N = q.shape[2]
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # cosine attention
+        attn = attn * cosine_scale.view(shape.heads, 1, 1)  # the libraries' clamped, exp'd [heads, 1, 1] logit_scale
+        bias = relative_position_bias(table, shape.window)  # gathered [heads, N, N], then the sigmoid
+        attn = attn + (16 * torch.sigmoid(bias)).unsqueeze(0)
+        if any(shape.shift):
+            mask = shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device, dtype=attn.dtype)  # nW, N, N
+            n_win = mask.shape[0]
+            attn = attn.view(-1, n_win, shape.heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, shape.heads, N, N)
+        attn = F.softmax(attn, dim=-1)
+        out = attn @ v
+        return _merge_windows(out.to(qkv.dtype), shape, B, H, W, Hp, Wp)
+
+
+def _sdpa_v2(qkv, table, cosine_scale, shape: OpShape):
+    B, H, W, _ = qkv.shape
+    q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
+    N = q.shape[2]
+    q = F.normalize(q, dim=-1) * cosine_scale.to(q.dtype).view(shape.heads, 1, 1)
+    k = F.normalize(k, dim=-1)
+    mask = relative_position_bias(_v2_table(table), shape.window).to(qkv.dtype).unsqueeze(0)  # 1, heads, N, N
+    if any(shape.shift):
+        shifted = shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device, dtype=qkv.dtype)  # nW, N, N
+        mask = (mask + shifted.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(-1, shape.heads, N, N)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return _merge_windows(out, shape, B, H, W, Hp, Wp)
+
+
+OP_IMPLS_V2: Dict[str, OpFn] = {
+    "fused": _fused_v2,
+    "torch_path": _torch_path_v2,
+    "library": _library_v2,
+    "sdpa": _sdpa_v2,
+}
+
+
+def make_v2_op_inputs(shape: OpShape, batch: int, dtype: torch.dtype, device: torch.device,
+                      requires_grad: bool = False, seed: int = 0
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ``qkv [B, H, W, 3C]`` in ``dtype``, an fp32 position-bias MLP output ``table [rows, heads]``
+    (unit scale: ``16 * sigmoid`` spreads it over most of (0, 16)) and an fp32 ``cosine_scale [heads]`` around
+    the libraries' initial temperature 10, as a V2 model under AMP has them."""
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(shape.qkv_shape(batch), generator=gen).to(device=device, dtype=dtype)
+    table = torch.randn(shape.table_rows, shape.heads, generator=gen).to(device)
+    cosine_scale = (10.0 * torch.exp(0.3 * torch.randn(shape.heads, generator=gen))).clamp(max=100.0).to(device)
+    return (qkv.requires_grad_(requires_grad), table.requires_grad_(requires_grad),
+            cosine_scale.requires_grad_(requires_grad))
+
+
 def op_unavailable_reason(impl: str, device: torch.device) -> Optional[str]:
-    """Why ``impl`` cannot be benchmarked on ``device`` (None when it can)."""
+    """Why ``impl`` (of :data:`OP_IMPLS` or :data:`OP_IMPLS_V2`) cannot be benchmarked on ``device`` (None when
+    it can)."""
     from .benchmarking import cuda_unavailable_reason, fused_unavailable_reason
 
-    if impl not in OP_IMPLS:
-        raise ValueError(f"unknown implementation {impl!r}; expected one of {', '.join(OP_IMPLS)}")
+    if impl not in OP_IMPLS and impl not in OP_IMPLS_V2:
+        known = ", ".join(dict.fromkeys([*OP_IMPLS, *OP_IMPLS_V2]))
+        raise ValueError(f"unknown implementation {impl!r}; expected one of {known}")
     if impl == "fused":
         return fused_unavailable_reason(device)
     if impl == "flex":
@@ -162,12 +264,22 @@ def make_op_inputs(shape: OpShape, batch: int, dtype: torch.dtype, device: torch
 #: Where a model comes from: the package (``ours``), timm, torchvision.
 MODEL_SOURCES = ("ours", "timm", "torchvision")
 
-#: torchvision builds only the 224-pixel, window-7 configs.
+#: torchvision builds only the 224-pixel, window-7 V1 configs and the 256-pixel, window-8 V2 ones.
 TORCHVISION_NAMES = {
     "swin_tiny_patch4_window7_224": "swin_t",
     "swin_small_patch4_window7_224": "swin_s",
     "swin_base_patch4_window7_224": "swin_b",
+    "swinv2_tiny_patch4_window8_256": "swin_v2_t",
+    "swinv2_small_patch4_window8_256": "swin_v2_s",
+    "swinv2_base_patch4_window8_256": "swin_v2_b",
 }
+
+
+def _timm_name(name: str) -> str:
+    """timm's name of a config: the official one for V1, less ``patch4_`` for V2 (``swinv2_tiny_window8_256``)."""
+    from ..configs import is_v2
+
+    return name.replace("patch4_", "") if name.startswith("swinv2_") and is_v2(name) else name
 
 
 def model_unavailable_reason(source: str, name: str) -> Optional[str]:
@@ -179,8 +291,8 @@ def model_unavailable_reason(source: str, name: str) -> Optional[str]:
             import timm
         except ImportError:
             return "timm is not installed (pip install 'swin-fused[interop]')"
-        if name not in timm.list_models(name):
-            return f"timm {timm.__version__} has no model {name!r}"
+        if _timm_name(name) not in timm.list_models(_timm_name(name)):
+            return f"timm {timm.__version__} has no model {_timm_name(name)!r}"
         return None
     if source == "torchvision":
         try:
@@ -194,7 +306,8 @@ def model_unavailable_reason(source: str, name: str) -> Optional[str]:
 
 
 def build_model(source: str, name: str, device: torch.device) -> nn.Module:
-    """A randomly initialised ``name`` from ``source``, built directly on ``device`` (fast init on GPUs)."""
+    """A randomly initialised ``name`` (a config's official name, V1 or V2) from ``source``, built directly on
+    ``device`` (fast init on GPUs)."""
     reason = model_unavailable_reason(source, name)
     if reason:
         raise RuntimeError(reason)
@@ -206,7 +319,65 @@ def build_model(source: str, name: str, device: torch.device) -> nn.Module:
         if source == "timm":
             import timm
 
-            return timm.create_model(name, pretrained=False)
+            return timm.create_model(_timm_name(name), pretrained=False)
         import torchvision
 
         return getattr(torchvision.models, TORCHVISION_NAMES[name])(weights=None)
+
+
+# ------------------------------------------------------------------------------------------- Swin V2 models
+
+#: Where a V2 model comes from: timm (``swinv2_*``), torchvision (``swin_v2_t/s/b``), and ``ours``: the package's
+#: drop-in ``swin_fused.SwinTransformerV2`` of the same layout.
+V2_MODEL_SOURCES = ("timm", "torchvision", "ours")
+
+#: torchvision's Swin V2 builders (window 8 at 256).
+TORCHVISION_V2_NAMES = ("swin_v2_t", "swin_v2_s", "swin_v2_b")
+
+
+def v2_model_unavailable_reason(source: str, name: str) -> Optional[str]:
+    """Why ``source`` cannot build the Swin V2 ``name`` here (None when it can)."""
+    if source == "timm":
+        try:
+            import timm
+        except ImportError:
+            return "timm is not installed (pip install 'swin-fused[interop]')"
+        if name not in timm.list_models(name):
+            return f"timm {timm.__version__} has no model {name!r}"
+        return None
+    if source == "torchvision":
+        try:
+            import torchvision
+        except ImportError:
+            return "torchvision is not installed (pip install 'swin-fused[interop]')"
+        if name not in TORCHVISION_V2_NAMES or not hasattr(torchvision.models, name):
+            return f"torchvision {torchvision.__version__} has no {name} (its V2 builders: {', '.join(TORCHVISION_V2_NAMES)})"
+        return None
+    if source == "ours":
+        from ..configs import is_v2
+
+        try:
+            return None if is_v2(name) else f"{name!r} is a Swin V1 config"
+        except ValueError as error:
+            return str(error)
+    raise ValueError(f"unknown V2 model source {source!r}; expected one of {', '.join(V2_MODEL_SOURCES)}")
+
+
+def build_v2_model(source: str, name: str, device: torch.device) -> nn.Module:
+    """A randomly initialised Swin V2 ``name`` from ``source``, built on ``device``; for ``ours``, the package's
+    drop-in model of the same layout (``name`` may be timm's or torchvision's)."""
+    reason = v2_model_unavailable_reason(source, name)
+    if reason:
+        raise RuntimeError(reason)
+    with torch.device(device):
+        if source == "timm":
+            import timm
+
+            return timm.create_model(name, pretrained=False)
+        if source == "torchvision":
+            import torchvision
+
+            return getattr(torchvision.models, name)(weights=None)
+        from ..configs import create_model
+
+        return create_model(name)  # timm's and torchvision's names are aliases of the official configs

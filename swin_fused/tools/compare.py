@@ -105,7 +105,7 @@ def _prepare(source, backend, compiled, name, mode, device, dtype, batch, img, w
         step = inference_step(model.eval().to(dtype), images.to(dtype), backend=backend, compile=compiled)
     else:
         step = training_step(model, images, dtype, backend=backend, compile=compiled)
-    for _ in range(max(warmup, 1 if compiled else 0)):
+    for _ in range(max(warmup, 1)):  # at least one call: a model that fails at this size is a row, not a crash
         step()
     synchronize(device)
     return step
