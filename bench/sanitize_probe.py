@@ -6,8 +6,8 @@ racecheck shared-memory hazards), plus a run-to-run bit comparison.
 
 Each case covers one backward path with several windows per program forced (the launcher only groups them on
 large batches, which a sanitizer would take minutes over): 7x7 fp16 (one register tile, in-register dS fold),
-7x7 fp32 (32-token tiles, dS scratch), 12x12 bf16 (64-token tiles) and 12x12 bf16 with dq summed in pass A
-(32-token tiles, dq scratch), each padded and shifted so that every gradient path, the qkv-bias reduction
+7x7 fp32 (32-token tiles, dS scratch), 12x12 bf16 (keys resident, per-query-tile dS fold), 12x12 bf16 forced
+onto the tiled path (64-token tiles) and with dq summed in pass A (32-token tiles, dq scratch), each padded and shifted so that every gradient path, the qkv-bias reduction
 included, is live. Prints which output differs between two identical
 calls, if any; exits 1 then.
 """
@@ -25,13 +25,15 @@ import swin_fused  # noqa: E402
 from swin_fused.kernels import window_attention_bwd as bwd_module  # noqa: E402
 
 _HEURISTIC = bwd_module.bwd_launch_config
-_DQ_IN_PASS_A = triton.Config({"BLOCK": 32, "DQ_IN_PASS_A": True}, num_warps=8, num_stages=2)
+_TILED = triton.Config({"BLOCK": 64, "BLOCK_N": 64, "DQ_IN_PASS_A": False}, num_warps=8, num_stages=2)
+_DQ_IN_PASS_A = triton.Config({"BLOCK": 32, "BLOCK_N": 32, "DQ_IN_PASS_A": True}, num_warps=8, num_stages=2)
 
 #: (name, batch, H, W, heads, head_dim, window, dtype, backward launch config for the window)
 CASES = (
     ("7x7 fp16 one-tile", 2, 30, 30, 3, 32, 7, torch.float16, _HEURISTIC),
     ("7x7 fp32 tiled", 2, 30, 30, 3, 32, 7, torch.float32, _HEURISTIC),
-    ("12x12 bf16 tiled", 1, 26, 26, 2, 32, 12, torch.bfloat16, _HEURISTIC),
+    ("12x12 bf16 keys resident", 1, 26, 26, 2, 32, 12, torch.bfloat16, _HEURISTIC),
+    ("12x12 bf16 tiled", 1, 26, 26, 2, 32, 12, torch.bfloat16, lambda *shape: _TILED),
     ("12x12 bf16 tiled, dq in pass A", 1, 26, 26, 2, 32, 12, torch.bfloat16, lambda *shape: _DQ_IN_PASS_A),
 )
 WINDOWS_PER_PROGRAM = 3

@@ -26,8 +26,15 @@ sums those over programs in a fixed order. An ``[N, N]`` partial per program wou
 fp16/bf16 windows of up to 64 tokens (7x7, 8x8) with heads of up to 32 lanes are one register tile: one pass
 computes the softmax of the window's scores (own row max and sum), dq, dk, dv (keys on rows, so only dq's
 operand is transposed) and keeps the dS sum in registers, folded with an in-register gather; it reads neither
-the forward's output nor its lse. Larger windows (12x12, 16x16), wider heads and fp32 windows of more than 32
-tokens loop over tiles (see ``bwd_launch_config``): a prologue sweeps the key tiles once per query tile for
+the forward's output nor its lse. fp16/bf16 windows of 65-256 tokens (10x10, 12x12, 16x16) with such heads keep
+every key resident instead: k, v and the fp32 dk, dv accumulators of the whole window (keys padded to a power of
+two) stay in registers while 16-query tiles stream past, so each query tile's scores are whole rows: its
+softmax, delta, dS and dq are complete in one visit (five dots, nothing recomputed, no lse), and its dS is
+folded onto the table rows it can reach at once, into the program's own row partial. Per window and head at
+12x12 (head_dim 32) that is q, k, v, dO read and dq, dk, dv written once, against the tiled path's nine dots
+per tile pair over three passes that re-read every tile and read-modify-write an [N, N] dS scratch per tile
+pair. Wider heads, fp32 windows of more than 32 tokens and windows of more than 256 tokens (24x24) loop over
+tiles (see ``bwd_launch_config``): a prologue sweeps the key tiles once per query tile for
 each row's normaliser sum_j exp2(s_ij - lse_i) (the forward's lse is only the stabiliser here, so nothing can
 overflow) and delta = rowsum(P * dP), and writes both for the window's tokens; pass A accumulates dk, dv per
 key tile (updating the dS sum in a program-private scratch, read back from L2 for the fold), and dq either in
@@ -61,6 +68,9 @@ ROWS_BLOCK = 64
 #: SwinV2-B 384's stage 1 (batch 64: 1024 windows, 4 heads) four windows per program would need 1.4 GB. Past the
 #: bound each program reduces more windows (fewer, longer programs; the order is still fixed by the shape).
 SCRATCH_BYTES = 256 << 20
+#: Largest window (tokens) whose keys the backward keeps resident, for fp16/bf16 heads of up to 32 lanes: k, v
+#: and their fp32 gradients for 256 keys are 96 registers per thread at 8 warps.
+RESIDENT_KEYS = 256
 
 
 @triton.jit
@@ -197,6 +207,33 @@ def _table_rows_from_scratch(ds, out_ptr, row_stride, WH: tl.constexpr, WW: tl.c
 
 
 @triton.jit
+def _table_rows_from_query_tile(ds, q0, out_ptr, row_stride, WH: tl.constexpr, WW: tl.constexpr,
+                                TWH: tl.constexpr, TWW: tl.constexpr, BLOCK: tl.constexpr,
+                                ROWS_BLOCK: tl.constexpr):
+    """Add a ``[query, key]`` dS register tile, the ``BLOCK`` queries from ``q0`` against every key of the
+    window (key ``j`` in column ``j``), onto the table rows at ``out_ptr + row * row_stride``: the program's
+    own partial, read, added to and written back (the caller orders successive calls with a barrier). Row
+    ``r`` of query ``i`` reads its one key (``relative_key``); only the rows the tile can reach are visited."""
+    N: tl.constexpr = WH * WW
+    ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
+    offs_m = q0 + tl.arange(0, BLOCK)
+    ty, tx = in_window_coords(offs_m, WW)
+    q_valid = offs_m < N
+    # Rows are ordered by dy = ty_q - ty_k first (``relative_table_row``), and the tile's query rows
+    # [q0 // WW, last // WW] pair with keys of dy in [q0 // WW - (WH - 1), last // WW].
+    lo = (tl.min(ty, 0) + TWH - WH) * (2 * TWW - 1)
+    hi = (tl.max(tl.where(q_valid, ty, 0), 0) + TWH) * (2 * TWW - 1)
+    for r0 in range(lo, hi, ROWS_BLOCK):
+        r = r0 + tl.arange(0, ROWS_BLOCK)
+        key, inside = relative_key(ty[:, None], tx[:, None], r[None, :], WH, WW, TWH, TWW)
+        ok = inside & q_valid[:, None] & (r < ROWS)[None, :]
+        pairs = tl.gather(ds, tl.where(ok, key, 0), 1)  # [query, rows]: ds[q, key(q, r)]
+        row_ptr = out_ptr + r * row_stride
+        acc = tl.load(row_ptr, mask=r < ROWS, other=0.0)
+        tl.store(row_ptr, acc + tl.sum(tl.where(ok, pairs, 0.0), 0), mask=r < ROWS)
+
+
+@triton.jit
 def _window_attention_bwd_kernel(
     QKV, PAD, TABLE, COS_SCALE, DOUT, LSE, DELTA, INV_L, DQKV, DS_SCRATCH, DQ_SCRATCH, DTABLE_PARTIAL, DPAD_PARTIAL,
     DCOS_PARTIAL,
@@ -208,7 +245,7 @@ def _window_attention_bwd_kernel(
     WH: tl.constexpr, WW: tl.constexpr, TWH: tl.constexpr, TWW: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_SHIFT: tl.constexpr, SHIFT_BEFORE_PAD: tl.constexpr,
     DOT_PRECISION: tl.constexpr, COSINE: tl.constexpr, MASK_VALUE: tl.constexpr,
-    BLOCK: tl.constexpr, ROWS_BLOCK: tl.constexpr, DQ_IN_PASS_A: tl.constexpr,
+    BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, ROWS_BLOCK: tl.constexpr, DQ_IN_PASS_A: tl.constexpr,
 ):
     N: tl.constexpr = WH * WW
     ROWS: tl.constexpr = (2 * TWH - 1) * (2 * TWW - 1)
@@ -269,6 +306,58 @@ def _window_attention_bwd_kernel(
             dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok, dqkv_row_stride, d, HEAD_DIM, real, valid, dk, dv,
                                           dpad_k, dpad_v, HAS_PAD)
         _table_rows_from_registers(ds_acc, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK, ROWS_BLOCK)
+    elif BLOCK_N >= N:
+        # Keys resident: every key of the window is one [BLOCK_N, BLOCK_D] register tile, loaded once per
+        # window, and query tiles stream past it. Each query tile's scores span whole rows, so its softmax
+        # (own row max and sum, as the one-tile path), delta, dS and dq are complete in one visit; dk and dv
+        # accumulate in registers over the query tiles. Five dots per query tile, no recomputation, no lse, no
+        # scratch: the tile's dS is folded onto the table rows it reaches at once, into the program's own row
+        # partial (zeroed here first, so a relaunch by the autotuner is harmless).
+        for r0 in range(0, ROWS, ROWS_BLOCK):
+            r = r0 + tl.arange(0, ROWS_BLOCK)
+            tl.store(dtable_ptr + r * n_heads, tl.zeros([ROWS_BLOCK], tl.float32), mask=r < ROWS)
+        offs_n = tl.arange(0, BLOCK_N)
+        for window in range(w_start, w_end):
+            b = window // n_win
+            win = window % n_win
+            tok_n, real_n, valid_n, region_n, k, v, k_norm = _key_side(
+                QKV, PAD, b, win, offs_n, d, qkv_row_stride, n_win_w, H, W, Hp, Wp, shift_h, shift_w, C, head,
+                HEAD_DIM, WH, WW, HAS_PAD, SHIFT_BEFORE_PAD, COSINE)
+            dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+            dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+            for m_tile in range(TILES):
+                offs_m = m_tile * BLOCK + tl.arange(0, BLOCK)
+                tok_m, real_m, valid_m, region_m = token_tile(
+                    b, win, offs_m, n_win_w, H, W, Hp, Wp, shift_h, shift_w, WH, WW, SHIFT_BEFORE_PAD)
+                q = load_head(QKV + head * HEAD_DIM, tok_m, qkv_row_stride, d, HEAD_DIM, real_m, valid_m,
+                              PAD + head * HEAD_DIM, HAS_PAD)
+                do = load_head(DOUT + head * HEAD_DIM, tok_m, dout_row_stride, d, HEAD_DIM, real_m, valid_m, PAD,
+                               False)
+                if COSINE:
+                    q, q_norm = normalize_rows(q)
+                else:
+                    q_norm = offs_m  # unused
+                bias = bias_tile(table_ptr, stride_tr, offs_m, offs_n, WH, WW, TWH, TWW)
+                s = scores_log2(q, k, qk_scale, bias, region_m, region_n, valid_n, HAS_SHIFT, MASK_VALUE,
+                                DOT_PRECISION)
+                p = tl.exp2(s - tl.max(s, 1)[:, None])
+                p = p * (1.0 / tl.sum(p, 1))[:, None]
+                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+                ds = p * (dp - tl.sum(p * dp, 1)[:, None])
+                dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PRECISION)
+                dsc = ds.to(q.dtype)
+                dk += tl.dot(tl.trans(dsc), q, input_precision=DOT_PRECISION)
+                dq, dcos = _finish_dq(tl.dot(dsc, k, input_precision=DOT_PRECISION), q, q_norm, sm_scale, dcos,
+                                      COSINE)
+                store_head(dq_ptr, tok_m, dqkv_row_stride, d, HEAD_DIM, real_m, dq)
+                tl.debug_barrier()  # the previous fold's row stores, by other threads of this program
+                _table_rows_from_query_tile(ds, m_tile * BLOCK, dtable_ptr, n_heads, WH, WW, TWH, TWW, BLOCK,
+                                            ROWS_BLOCK)
+            dk = dk * sm_scale
+            if COSINE:
+                dk = normalize_rows_grad(dk, k, k_norm)
+            dpad_k, dpad_v = _store_dk_dv(dq_ptr, C, tok_n, dqkv_row_stride, d, HEAD_DIM, real_n, valid_n, dk, dv,
+                                          dpad_k, dpad_v, HAS_PAD)
     else:
         ds_partial = DS_SCRATCH + (pid.to(tl.int64) * n_heads + head) * N * N
         # With DQ_IN_PASS_A, dq accumulates over key tiles in a program-private [N, BLOCK_D] fp32 scratch
@@ -396,8 +485,9 @@ def bwd_launch_config(tokens: int, dtype: torch.dtype, block_d: int = 32) -> tri
 
     From compiled-register evidence (tests/aot_compile.py, ptxas -v, sm_90/sm_89, Triton 3.6 and 3.8):
     fp16/bf16 windows of up to 64 tokens with heads of up to 32 lanes (every Swin config) are one register
-    tile, with 8 warps (4 spill 230-400 bytes per thread) and 2 stages (3 spill more); larger windows loop
-    over 64-token tiles. Wider heads make a 64-token tile spill (592 B at 64 lanes) and overflow the 99 KB of
+    tile, with 8 warps (4 spill 230-400 bytes per thread) and 2 stages (3 spill more); windows of up to
+    ``RESIDENT_KEYS`` tokens keep their keys resident (:func:`resident_keys_config`), larger ones loop over
+    64-token tiles. Wider heads make a 64-token tile spill (592 B at 64 lanes) and overflow the 99 KB of
     shared memory of sm_86/sm_89 GPUs (148 KB at 128 lanes), so they loop over 32-token tiles (no spills, 53
     KB). fp32 dots run on the FMA units, and a 64-token fp32 tile spills 70-850 bytes whichever way it is
     launched, so fp32 windows of more than 32 tokens loop over 32-token tiles (no spills at 8 warps), or
@@ -407,21 +497,38 @@ def bwd_launch_config(tokens: int, dtype: torch.dtype, block_d: int = 32) -> tri
         block, warps = (32, 8) if block_d <= 64 else (16, 4)
     elif block_d > 32 and tokens > 32:
         block, warps = 32, 8
+    elif tokens > RESIDENT_KEYS:
+        block, warps = 64, 8
+    elif tokens > 64:
+        return resident_keys_config(tokens)
     else:
-        block = max(16, next_power_of_2(tokens)) if tokens <= 64 else 64
+        block = max(16, next_power_of_2(tokens))
         warps = 8 if block >= 64 else 4
-    return triton.Config({"BLOCK": block, "DQ_IN_PASS_A": False}, num_warps=warps, num_stages=2)
+    return triton.Config({"BLOCK": block, "BLOCK_N": block, "DQ_IN_PASS_A": False}, num_warps=warps, num_stages=2)
 
 
-# What the autotuner chooses among for fp16/bf16 windows of more than 64 tokens (the tiled path; the first is
-# bwd_launch_config's). On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy
+def resident_keys_config(tokens: int) -> triton.Config:
+    """The keys-resident launch for fp16/bf16 windows of 65..RESIDENT_KEYS tokens with heads of up to 32 lanes
+    (10x10, 12x12, 16x16): all keys in one ``BLOCK_N``-row tile, 16-query tiles, 8 warps.
+
+    sm_90, Triton 3.8, bf16, head_dim 32, 12x12 and 16x16 (256 keys): 16-query tiles at 8 warps take 240-255
+    registers and spill nothing (V1; V2's cosine 32-76 bytes), 52-69 KB of shared memory; 32-query tiles
+    spill 1.2-2.7 KB, 4 warps 0.5 KB; 16 warps capped at 128 registers spill 0.2-0.4 KB (a GPU may still
+    prefer the doubled occupancy: an experiment for a session with one)."""
+    return triton.Config({"BLOCK": 16, "BLOCK_N": next_power_of_2(tokens), "DQ_IN_PASS_A": False}, num_warps=8,
+                         num_stages=2)
+
+
+# What the autotuner chooses among for the tiled path's fp16/bf16 windows (more than RESIDENT_KEYS tokens, or
+# forced; the first is bwd_launch_config's). The measurements below are of 12x12, before its keys were resident. On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy
 # (one 8-warp program per SM) and the slowest kernel relative to its work. 32-token tiles waste less of a
 # 144-token window (160 rows instead of 192) and spill nothing on sm_90 (64-token tiles: 20 B at 12x12); at
 # 4 warps two programs fit per SM. DQ_IN_PASS_A trades pass B's recomputation (two of the seven dots per
 # tile pair) for a dq read-modify-write in cache; it also lowers sm_90 spills at 12x12 (Triton 3.6, head_dim
 # 32: 64-token tiles 28 -> 12 B; 32-token tiles at 8 warps 0 B either way). Every candidate is tiled, so the
 # launcher's buffers suit them all.
-_BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block, "DQ_IN_PASS_A": dq_in_a}, num_warps=warps, num_stages=2)
+_BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block, "BLOCK_N": block, "DQ_IN_PASS_A": dq_in_a}, num_warps=warps,
+                                     num_stages=2)
                       for block, warps, dq_in_a in ((64, 8, False), (32, 4, False), (32, 8, False), (64, 8, True),
                                                     (32, 8, True))]
 _window_attention_bwd_autotuned = triton.autotune(
@@ -501,26 +608,27 @@ def window_attention_bwd(
         check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
     pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
     config = bwd_launch_config(N, qkv.dtype, g.block_d)
-    block = config.kwargs["BLOCK"]
+    # The tiled path (windows larger than a query tile, keys not resident) keeps per-window state in memory.
+    tiled = N > config.kwargs["BLOCK"] and N > config.kwargs["BLOCK_N"]
     # Candidates: _BWD_TILED_CONFIGS, all tiled. On a GPU with less shared memory (sm_86/89: 99 KB) the
     # autotuner skips those that do not fit (OutOfResources times as inf).
-    tune = autotuning() and qkv.dtype != torch.float32 and N > 64
+    tune = autotuning() and tiled and qkv.dtype != torch.float32
     # The tiled path's per-token, per-head delta and inverse softmax normaliser, [2, B*H*W, heads], written by
-    # the kernel's prologue (each program for its windows) and read back by its passes; one-tile windows keep
+    # the kernel's prologue (each program for its windows) and read back by its passes; the other paths keep
     # both in registers.
     delta, inv_l = (torch.empty((2, dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
-                    if N > block else (placeholder(lse), placeholder(lse)))
+                    if tiled else (placeholder(lse), placeholder(lse)))
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
-    if N > block:  # the tiled path's [N, N] dS scratch per program and head, bounded in total
+    if tiled:  # the tiled path's [N, N] dS scratch per program and head, bounded in total
         per_program = max(per_program, triton.cdiv(n_windows * num_heads * N * N * 4, SCRATCH_BYTES))
     n_programs = triton.cdiv(n_windows, per_program)
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
-                  if N > block else placeholder(dtable_partial))
+                  if tiled else placeholder(dtable_partial))
     dq_scratch = (torch.empty((n_programs, num_heads, N, g.block_d), device=qkv.device, dtype=torch.float32)
-                  if N > block and (tune or config.kwargs["DQ_IN_PASS_A"]) else placeholder(dtable_partial))
+                  if tiled and (tune or config.kwargs["DQ_IN_PASS_A"]) else placeholder(dtable_partial))
     dpad_partial = (torch.empty((n_programs, 2, num_heads, g.block_d), device=qkv.device, dtype=torch.float32)
                     if has_pad else placeholder(dtable_partial))
     cosine = cosine_scale is not None

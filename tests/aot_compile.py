@@ -123,19 +123,23 @@ def forward_variants(quick):
            4, 2)
 
 
+def _resident(config) -> str:
+    return f" keys-resident BLOCK_N{config.kwargs['BLOCK_N']}" if config.kwargs["BLOCK_N"] > config.kwargs["BLOCK"] else ""
+
+
 def backward_variants(quick):
     dtypes = [torch.float16] if quick else [torch.float16, torch.bfloat16, torch.float32]
-    for window in ((7, 7), (4, 4), (12, 12), (16, 16)) if not quick else ((7, 7), (12, 12)):
+    for window in ((7, 7), (4, 4), (12, 12), (16, 16), (24, 24)) if not quick else ((7, 7), (12, 12)):
         g = grid(window)
         for dtype in dtypes:
             launches = [bwd.bwd_launch_config(window[0] * window[1], dtype, 32)]
-            if dtype != torch.float32 and window[0] * window[1] > 64 and not quick:  # the autotuner's candidates
-                launches = bwd._BWD_TILED_CONFIGS
+            if dtype == torch.float16 and window[0] * window[1] > bwd.RESIDENT_KEYS and not quick:
+                launches = bwd._BWD_TILED_CONFIGS  # the autotuner's candidates
             ptrs = bwd_pointers(dtype)
             for c in launches:
                 dq_in_a = " dq-in-pass-A" if c.kwargs["DQ_IN_PASS_A"] else ""
                 yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} BLOCK{c.kwargs['BLOCK']} warps{c.num_warps}"
-                       f"{dq_in_a}",
+                       f"{dq_in_a}{_resident(c)}",
                        bwd._window_attention_bwd_kernel, ptrs,
                        dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
                        c.num_warps, c.num_stages)
@@ -157,12 +161,12 @@ def cosine_variants(quick):
                        f"BN{c.kwargs['BLOCK_N']} warps{c.num_warps}", fwd._window_attention_fwd_kernel,
                        fwd_pointers(dtype), dict(consts, STORE_LSE=True, **c.kwargs), c.num_warps, c.num_stages)
                 launches = [bwd.bwd_launch_config(window[0] * window[1], dtype, block_d)]
-                if dtype == torch.bfloat16 and window[0] * window[1] > 64 and not quick:
+                if dtype == torch.bfloat16 and window[0] * window[1] > bwd.RESIDENT_KEYS and not quick:
                     launches = bwd._BWD_TILED_CONFIGS
                 for c in launches:
                     dq_in_a = " dq-in-pass-A" if c.kwargs["DQ_IN_PASS_A"] else ""
                     yield (f"bwd w{window[0]}x{window[1]} {TYPE[dtype]} d{head_dim} cosine BLOCK{c.kwargs['BLOCK']} "
-                           f"warps{c.num_warps}{dq_in_a}", bwd._window_attention_bwd_kernel, bwd_pointers(dtype),
+                           f"warps{c.num_warps}{dq_in_a}{_resident(c)}", bwd._window_attention_bwd_kernel, bwd_pointers(dtype),
                            dict(consts, WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
                            c.num_warps, c.num_stages)
 

@@ -73,4 +73,4 @@ def whole_window_tiles(monkeypatch):
     monkeypatch.setattr(fwd, "_heuristic_config", lambda wh, ww, dtype, block_d=32: triton.Config(
         {"BLOCK_M": tile(wh * ww), "BLOCK_N": tile(wh * ww), "WINDOWS_PER_PROGRAM": 1}, num_warps=4))
     monkeypatch.setattr(bwd, "bwd_launch_config", lambda tokens, dtype, block_d=32: triton.Config(
-        {"BLOCK": tile(tokens), "DQ_IN_PASS_A": False}, num_warps=4))
+        {"BLOCK": tile(tokens), "BLOCK_N": tile(tokens), "DQ_IN_PASS_A": False}, num_warps=4))

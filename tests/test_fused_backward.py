@@ -50,13 +50,9 @@ def test_backward_matches_reference(case, dtype):
         assert torch.all(dpad[: dpad.numel() // 3] == 0), "padding queries' outputs are cropped: no q gradient"
 
 
-@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
-@pytest.mark.parametrize("case", [CASES[7], CASES[8]], ids=_ids)
-def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype):
-    """Each autotune candidate of the tiled backward (fp16/bf16 windows of more than 64 tokens), forced in
-    turn: gradients within the error bound of float64 autograd, every dqkv element written. Programs cover 4
-    windows (the 12x12 case's 6 windows: groups of 4 and 2), so the program-private dS and dq scratches are
-    reused across windows."""
+def _forward_and_reference_grads(case, dtype):
+    """A case's kernel inputs in ``dtype``, the fused forward's lse, a dO, and the reference's gradients in
+    float64 (``ref``) and in ``dtype`` (``same``, for the error bound)."""
     qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
     args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
     x, t, p = cast(qkv, dtype), cast(table, torch.float32), cast(pad_qkv, dtype)
@@ -64,6 +60,17 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
     dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE, dtype)
     ref = _reference_grads(qkv, table, pad_qkv, kw, dout, torch.float64)
     same = _reference_grads(qkv, table, pad_qkv, kw, dout, dtype)
+    return x, t, p, args, kw, lse, dout, ref, same
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
+@pytest.mark.parametrize("case", [CASES[7], CASES[8]], ids=_ids)
+def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype):
+    """Each autotune candidate of the tiled backward (fp16/bf16 windows of more than 64 tokens), forced in
+    turn: gradients within the error bound of float64 autograd, every dqkv element written. Programs cover 4
+    windows (the 12x12 case's 6 windows: groups of 4 and 2), so the program-private dS and dq scratches are
+    reused across windows."""
+    x, t, p, args, kw, lse, dout, ref, same = _forward_and_reference_grads(case, dtype)
     monkeypatch.setattr(bwd_module, "autotuning", lambda: False)  # launch exactly the config under test
     monkeypatch.setattr(bwd_module, "_windows_per_program", lambda n_windows, num_heads: 4)
     for config in bwd_module._BWD_TILED_CONFIGS:
@@ -78,7 +85,37 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
             assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
 
 
-# One-tile windows (fp16 7x7, padded or not) and both tiled paths (fp32 7x7, fp16 12x12).
+# 10x10 in timm's order from the central rows of a 12x12 table (keys padded to 128), and 12x12 with padding.
+RESIDENT_CASES = [(1, 11, 14, 2, 32, (10, 10), (5, 5), True, True, (12, 12), None), CASES[7]]
+
+
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
+@pytest.mark.parametrize("case", RESIDENT_CASES, ids=_ids)
+def test_keys_resident_backward_matches_reference(monkeypatch, case, dtype):
+    """The keys-resident path (fp16/bf16 windows of 65-256 tokens): programs of 3 windows (groups that cross
+    images and end short), each query tile's dS folded into the program's row partial; gradients within the
+    bound of float64 autograd, every dqkv element written, and bit-identical on a second run."""
+    win = case[5]
+    assert 64 < win[0] * win[1] <= bwd_module.RESIDENT_KEYS
+    config = bwd_module.bwd_launch_config(win[0] * win[1], dtype, 32)
+    assert config.kwargs["BLOCK_N"] >= win[0] * win[1] > config.kwargs["BLOCK"], config  # the path under test
+    x, t, p, args, kw, lse, dout, ref, same = _forward_and_reference_grads(case, dtype)
+    monkeypatch.setattr(bwd_module, "_windows_per_program", lambda n_windows, num_heads: 3)
+    runs = []
+    for _ in range(2):
+        dqkv = torch.full_like(x, float("nan"))
+        runs.append(window_attention_bwd(dout, x, lse, t, *args, p, kw["shift_before_pad"], kw["table_window"],
+                                         dqkv=dqkv))
+    dqkv, dtable, dpad, _ = runs[0]
+    name = _ids(case)
+    assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
+    assert_within_torch_error(f"{name} dtable", dtable, same[1], ref[1], dtype, factor=3.0)
+    assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3])), "not bit-identical across runs"
+
+
+# One-tile windows (fp16 7x7, padded or not), keys resident (fp16 12x12) and the tiled path (fp32 7x7; fp16
+# 12x12 forced by test_every_tiled_backward_config_matches_reference).
 NORMALISER_CASES = [(CASES[1], torch.float16), (CASES[2], torch.float16), (CASES[1], torch.float32),
                     (CASES[7], torch.float16)] + ([(CASES[1], torch.bfloat16)] if HAS_CUDA else [])
 
@@ -88,8 +125,8 @@ def test_backward_normalises_its_own_probabilities(case, dtype):
     """The backward must not trust the forward's lse to normalise its recomputed scores: when the forward
     summed q.k in another order (another tile shape, a transposed dot, another BLAS kernel under the
     interpreter), the two differ by ulps of the score, 0.06 in base-2 units at fp16 scores beyond 65504. Here the
-    lse is off by up to that much per row; the gradients must still meet the bound (one-tile windows do not read
-    the lse at all: bit-identical). Taking the lse as the exact normaliser gave P off by 4% and, in the fp16
+    lse is off by up to that much per row; the gradients must still meet the bound (one-tile windows and resident
+    keys do not read the lse at all: bit-identical). Taking the lse as the exact normaliser gave P off by 4% and, in the fp16
     overflow test, dq off by 0.15."""
     qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
     args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
@@ -106,8 +143,9 @@ def test_backward_normalises_its_own_probabilities(case, dtype):
     name = _ids(case)
     assert_within_torch_error(f"{name} dqkv", shifted[0], same[0], ref[0], dtype, factor=3.0)
     assert_within_torch_error(f"{name} dtable", shifted[1], same[1], ref[1], dtype, factor=3.0)
-    if bwd_module.bwd_launch_config(case[5][0] * case[5][1], dtype, 32).kwargs["BLOCK"] >= case[5][0] * case[5][1]:
-        assert all(torch.equal(a, b) for a, b in zip(exact[:2], shifted[:2])), "one-tile windows read the lse"
+    if bwd_module.bwd_launch_config(case[5][0] * case[5][1], dtype, 32).kwargs["BLOCK_N"] >= case[5][0] * case[5][1]:
+        # one-tile windows and resident keys see whole rows of scores: they do not read the lse at all
+        assert all(torch.equal(a, b) for a, b in zip(exact[:2], shifted[:2])), "a whole-row path read the lse"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
