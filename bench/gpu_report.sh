@@ -56,10 +56,11 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
     # The kernel tests with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine; one config per
     # window size, so the time goes to compiling each variant once, not to autotuning), the GPU-only tests
     # (-m cuda) and, where compute-sanitizer is installed, memcheck and racecheck over bench/sanitize_probe.py,
-    # all as parallel processes: compiling ~100 kernel variants is the cost, and Triton compiles one at a time
-    # per process. The kernel tests are sharded by test id over REPORT_TEST_JOBS processes. Each process logs to
+    # all as parallel processes, with direct launches on (SWIN_FUSED_DIRECT_LAUNCH=1, off by default until this
+    # step has passed on a GPU: every second call of a launch class in the kernel tests is a direct one).
+    # Compiling ~100 kernel variants is the cost, and Triton compiles one at a time per process. The kernel tests are sharded by test id over REPORT_TEST_JOBS processes. Each process logs to
     # its own file (kept if the step is cut short). The rest of the suite is device-independent and runs in CI.
-    step tests 85 env SWIN_FUSED_AUTOTUNE=0 OUTDIR="$OUTDIR" JOBS="${REPORT_TEST_JOBS:-12}" bash -c '
+    step tests 85 env SWIN_FUSED_AUTOTUNE=0 SWIN_FUSED_DIRECT_LAUNCH=1 OUTDIR="$OUTDIR" JOBS="${REPORT_TEST_JOBS:-12}" bash -c '
         mkdir -p "$OUTDIR/tests"
         pytest_args=(-q -rfE --tb=short -p no:cacheprovider)
         pids=()

@@ -16,6 +16,10 @@ microseconds per launch:
   whole launch path including the head-major table copy;
 - ``fused op, no grad`` and ``fused op fwd+bwd``: the public op, as models call it.
 
+Each fused row runs twice: through Triton's ``JITFunction.run`` and with ``SWIN_FUSED_DIRECT_LAUNCH=1``, which
+launches the compiled kernel of the call's launch class directly (``kernels/launch.py``); then both routes'
+outputs are compared bit for bit.
+
 Then the kernels' device time (profiler) reading the bias table head-major, as the launchers copy it, against
 reading the parameter's row-major layout directly, at three shapes: whether that copy (one launch per
 forward) buys anything.
@@ -117,10 +121,32 @@ def main(argv=None) -> int:
     print(f"host us per launch, {args.calls} back-to-back calls, {SHAPE} batch {args.batch} bf16, "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
     for name, fn in rows:
-        with torch.no_grad() if "no grad" in name or "launcher" in name else torch.enable_grad():
-            print(f"  {name:28s} {host_us_per_call(fn, args.calls):8.1f}")
+        # The fused rows twice, side by side: through Triton's JITFunction.run, then launching the compiled
+        # kernel of the call's launch class directly (kernels/launch.py, SWIN_FUSED_DIRECT_LAUNCH=1).
+        for direct in ((False, True) if name.startswith("fused") else (None,)):
+            if direct is not None:
+                os.environ["SWIN_FUSED_DIRECT_LAUNCH"] = "1" if direct else "0"
+            label = name + {None: "", False: " (triton run)", True: " (direct)"}[direct]
+            with torch.no_grad() if "no grad" in name or "launcher" in name else torch.enable_grad():
+                print(f"  {label:42s} {host_us_per_call(fn, args.calls):8.1f}")
+    os.environ.pop("SWIN_FUSED_DIRECT_LAUNCH", None)
+    check_direct_launch(qkv, table, lse, dout, geometry)
     table_layouts(args.batch)
     return 0
+
+
+def check_direct_launch(qkv, table, lse, dout, geometry) -> None:
+    """The direct launches' outputs against Triton's own path, bit for bit (the kernel tests check the same
+    under ``-m cuda`` with SWIN_FUSED_DIRECT_LAUNCH=1)."""
+    results = {}
+    for direct in ("0", "1"):
+        os.environ["SWIN_FUSED_DIRECT_LAUNCH"] = direct
+        for _ in range(2):  # a class's first call goes through Triton either way; the second is direct
+            results[direct] = [window_attention_fwd(qkv, table, *geometry, checked=False)[0],
+                               *window_attention_bwd(dout, qkv, lse, table, *geometry, checked=False)[:2]]
+    os.environ.pop("SWIN_FUSED_DIRECT_LAUNCH", None)
+    same = all(torch.equal(a, b) for a, b in zip(results["0"], results["1"]))
+    print(f"direct launches equal Triton's path bit for bit (out, dqkv, dtable): {same}")
 
 
 def table_layouts(batch: int) -> None:

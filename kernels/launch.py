@@ -94,6 +94,65 @@ def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
     return rows, rows.stride(0)
 
 
+def launch(kernel, grid, *args, **kwargs):
+    """``kernel[grid](*args, **kwargs)``, by the cheapest route the context allows: through ``wrap_triton``
+    while tracing (:func:`launchable`), through Triton's interpreter on the CPU, and in eager CUDA calls with
+    ``SWIN_FUSED_DIRECT_LAUNCH=1`` straight into the compiled kernel of the call's launch class
+    (:func:`_direct_launch`). Returns nothing."""
+    if torch.compiler.is_compiling() or _tracing() or interpreting() or not direct_launches():
+        launchable(kernel)[grid](*args, **kwargs)
+    else:
+        _direct_launch(kernel, grid, args, kwargs)
+
+
+def direct_launches() -> bool:
+    """Whether eager CUDA launches skip Triton's per-call binding (``SWIN_FUSED_DIRECT_LAUNCH=1``; off by
+    default until a GPU run has compared it with Triton's own path: bench/gpu_report.sh runs the kernel tests
+    and bench/launch_overhead.py with it on)."""
+    return os.environ.get("SWIN_FUSED_DIRECT_LAUNCH", "0") not in ("", "0")
+
+
+#: (kernel, device, launch class) -> (compiled kernel, the values of its parameters after the positional ones).
+_COMPILED: dict = {}
+
+
+def _launch_class(arg):
+    """What Triton specializes a positional argument on (``JITFunction.run``'s binder, Triton 3.x): a tensor's
+    dtype and whether its address is 16-byte aligned; an int's value 1 (a constant), divisibility by 16 and
+    width (i32 or wider); floats not at all. Two calls of one kernel whose arguments agree on these, and on
+    every keyword, run the same compiled kernel."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    if isinstance(arg, bool):
+        return bool, arg
+    if isinstance(arg, int):
+        return arg == 1, arg % 16 == 0, -(2**31) <= arg < 2**31
+    if isinstance(arg, float):
+        return float
+    return arg
+
+
+def _direct_launch(kernel, grid, args, kwargs):
+    """Launch the compiled kernel of this call's launch class directly, with every parameter in the kernel's
+    order (``CompiledKernel[grid](*params)``, as ``JITFunction.run`` does after binding). The first call of a
+    class goes through Triton's own path, which compiles (or autotunes) and returns the kernel; its
+    constexprs and the autotuner's chosen config then make up the parameters after the positional ones."""
+    key = (id(kernel), torch.cuda.current_device(), tuple(map(_launch_class, args)), tuple(kwargs.items()))
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = kernel[grid](*args, **kwargs)
+        from triton.runtime.autotuner import Autotuner
+
+        jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
+        values = {**kwargs, **(kernel.best_config.kwargs if isinstance(kernel, Autotuner) else {})}
+        names = jit.arg_names[len(args):]
+        if compiled is not None and all(name in values for name in names):
+            _COMPILED[key] = (compiled, tuple(values[name] for name in names))
+        return
+    compiled, tail = found
+    compiled[tuple(grid) + (1,) * (3 - len(grid))](*args, *tail)
+
+
 def launchable(kernel):
     """``kernel`` as a launch site calls it: as it is in plain eager calls; through ``torch.library.wrap_triton``
     while anything traces the launcher (``torch.compile`` / ``torch.export`` running the fused ops' fake and
@@ -118,12 +177,14 @@ def placeholder(like: torch.Tensor) -> torch.Tensor:
     return like.new_empty(1)
 
 
+try:  # imported once: the launchers ask on every pointer argument (an import per call was ~2 us each)
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # an older torch: its tracing does not reach the launchers
+    _in_dispatch_mode = None
+
+
 def _tracing() -> bool:
-    try:
-        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-    except ImportError:  # an older torch: its tracing does not reach the launchers
-        return False
-    return is_in_torch_dispatch_mode()
+    return _in_dispatch_mode is not None and _in_dispatch_mode()
 
 
 _INTERPRETED_JIT: dict = {}

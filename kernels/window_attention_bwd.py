@@ -58,7 +58,7 @@ import triton.language as tl
 from ..geometry import MASK_VALUE
 from .indexing import in_window_coords, relative_key, token_tile
 from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
-                     head_major, launch_device, launchable, next_power_of_2, placeholder)
+                     head_major, launch, launch_device, next_power_of_2, placeholder)
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, normalize_rows_grad, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -644,10 +644,10 @@ def window_attention_bwd(
                       **g.constexprs(qkv.dtype, has_pad, cosine, mask_value))
     with launch_device(qkv):
         if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
-            launchable(_window_attention_bwd_autotuned)[(n_programs, num_heads)](*args, **constexprs)
+            launch(_window_attention_bwd_autotuned, (n_programs, num_heads), *args, **constexprs)
         else:
-            launchable(_window_attention_bwd_kernel)[(n_programs, num_heads)](
-                *args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
+            launch(_window_attention_bwd_kernel, (n_programs, num_heads), *args, **config.kwargs,
+                   num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
     # Fixed-order reduction over programs (no atomics).
     dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
     dpad = None

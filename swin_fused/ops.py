@@ -2,7 +2,7 @@
 
 Registered ops (``torch.compile(fullgraph=True)`` traces into them: a ``triton_op``'s body is its own fake
 implementation, and the AOT dispatcher decomposes it, so each kernel launch, through ``wrap_triton``
-(:func:`swin_fused.kernels.launch.launchable`), is a node of the graph that inductor generates the launch of,
+(:func:`swin_fused.kernels.launch.launch`), is a node of the graph that inductor generates the launch of,
 and CUDA graphs (``mode="reduce-overhead"``) capture; ``torch.export`` keeps the ops whole):
 
 - ``swin_fused::window_attention(qkv, table, pad_qkv, cosine_scale, ...) -> (out, lse)``: the fused forward;

@@ -85,8 +85,10 @@ def test_every_tiled_backward_config_matches_reference(monkeypatch, case, dtype)
             assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
 
 
-# 10x10 in timm's order from the central rows of a 12x12 table (keys padded to 128), and 12x12 with padding.
-RESIDENT_CASES = [(1, 11, 14, 2, 32, (10, 10), (5, 5), True, True, (12, 12), None), CASES[7]]
+# 10x10 in timm's order from the central rows of a 12x12 table (keys padded to 128), a non-square 8x12 window
+# (96 tokens: a query tile spans one and a half window rows), and 12x12 with padding.
+RESIDENT_CASES = [(1, 11, 14, 2, 32, (10, 10), (5, 5), True, True, (12, 12), None),
+                  (1, 13, 20, 1, 24, (8, 12), (4, 6), True, False, None, None), CASES[7]]
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != torch.float32], ids=str)
