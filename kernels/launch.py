@@ -46,6 +46,11 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ints; plain Python (``triton.cdiv`` is a constexpr function: ~6 us a call on the host)."""
+    return -(-a // b)
+
+
 def check_kernel_inputs(qkv: torch.Tensor, table: torch.Tensor, head_dim: int, window_area: int,
                         cosine_scale: Optional[torch.Tensor] = None, num_heads: Optional[int] = None) -> None:
     """What the kernels support, checked at launch with messages that name the value."""

@@ -58,7 +58,7 @@ import triton.language as tl
 from ..geometry import MASK_VALUE
 from .indexing import in_window_coords, relative_key, token_tile
 from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
-                     head_major, launch, launch_device, next_power_of_2, placeholder)
+                     cdiv, head_major, launch, launch_device, next_power_of_2, placeholder)
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, normalize_rows_grad, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -621,8 +621,8 @@ def window_attention_bwd(
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     if tiled:  # the tiled path's [N, N] dS scratch per program and head, bounded in total
-        per_program = max(per_program, triton.cdiv(n_windows * num_heads * N * N * 4, SCRATCH_BYTES))
-    n_programs = triton.cdiv(n_windows, per_program)
+        per_program = max(per_program, cdiv(n_windows * num_heads * N * N * 4, SCRATCH_BYTES))
+    n_programs = cdiv(n_windows, per_program)
     rows = table.shape[0]  # (2TWh-1)(2TWw-1)
     dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
     ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)

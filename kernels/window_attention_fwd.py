@@ -29,7 +29,7 @@ import triton.language as tl
 from ..geometry import MASK_VALUE
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     check_output, head_major, launch, launch_device, next_power_of_2, placeholder)
+                     cdiv, check_output, head_major, launch, launch_device, next_power_of_2, placeholder)
 from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, scores_log2, store_head
 
@@ -241,13 +241,13 @@ def window_attention_fwd(
     with launch_device(qkv):
         if _autotuning():
             def grid(meta):
-                return (triton.cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * triton.cdiv(g.tokens, meta["BLOCK_M"]),
+                return (cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * cdiv(g.tokens, meta["BLOCK_M"]),
                         num_heads)
 
             launch(_window_attention_fwd_autotuned, grid, *args, **constexprs)
         else:
             config = _heuristic_config(*g.window, qkv.dtype, g.block_d)
-            grid = (windows * triton.cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
+            grid = (windows * cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
             launch(_window_attention_fwd_kernel, grid, *args, **constexprs, **config.kwargs,
                    num_warps=config.num_warps, num_stages=config.num_stages)
     return out, (lse if return_lse else None)
