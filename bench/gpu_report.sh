@@ -53,14 +53,16 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
     try: print(m, version(m))  # metadata only: importing timm cold takes seconds
     except Exception as e: print(m, 'unavailable:', e)
 "
-    # The kernel tests with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine; one config per
-    # window size, so the time goes to compiling each variant once, not to autotuning), the GPU-only tests
-    # (-m cuda) and, where compute-sanitizer is installed, memcheck and racecheck over bench/sanitize_probe.py,
-    # all as parallel processes, with direct launches on (SWIN_FUSED_DIRECT_LAUNCH=1, off by default until this
-    # step has passed on a GPU: every second call of a launch class in the kernel tests is a direct one).
-    # Compiling ~100 kernel variants is the cost, and Triton compiles one at a time per process. The kernel tests are sharded by test id over REPORT_TEST_JOBS processes. Each process logs to
-    # its own file (kept if the step is cut short). The rest of the suite is device-independent and runs in CI.
-    step tests 85 env SWIN_FUSED_AUTOTUNE=0 SWIN_FUSED_DIRECT_LAUNCH=1 OUTDIR="$OUTDIR" JOBS="${REPORT_TEST_JOBS:-12}" bash -c '
+    # The kernel tests with real kernels (conftest keeps TRITON_INTERPRET=0 on a GPU machine; one config per window
+    # size, so the time goes to compiling each variant once, not to autotuning), the GPU-only tests (-m cuda) and,
+    # where compute-sanitizer is installed, memcheck and racecheck over bench/sanitize_probe.py, all as parallel
+    # processes, with direct launches on (SWIN_FUSED_DIRECT_LAUNCH=1, off by default until this step has passed on a
+    # GPU: every second call of a launch class in the kernel tests is a direct one). Compiling ~100 kernel variants
+    # is the cost, and Triton compiles one at a time per process. The kernel tests are sharded by test id over
+    # REPORT_TEST_JOBS processes. Each process logs to its own file (kept if the step is cut short). The rest of the
+    # suite is device-independent and runs in CI.
+    step tests 85 env SWIN_FUSED_AUTOTUNE=0 SWIN_FUSED_DIRECT_LAUNCH=1 OUTDIR="$OUTDIR" \
+        JOBS="${REPORT_TEST_JOBS:-12}" bash -c '
         mkdir -p "$OUTDIR/tests"
         pytest_args=(-q -rfE --tb=short -p no:cacheprovider)
         pids=()
@@ -91,7 +93,7 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
     # Swin-B stage 1 and Swin-B-384 stage 1 (batch 128 bf16), fused vs PyTorch path vs reference vs SDPA, and
     # FlexAttention at Swin-T stage 1 only (it compiles per shape). Every shape: REPORT_OP_SHAPES=all (needs
     # about 3 minutes more). Each suite stops itself at its budget, a few seconds inside the step's limit, so
-    # the op runs its shapes in the order listed: 12x12 first (its autotune candidates are the open question).
+    # the op runs its shapes in the order listed: 12x12 first (the keys-resident backward to be measured).
     step bench-block 16 env SWIN_FUSED_BENCH_BUDGET_S=12 \
         python -m pytest bench/test_bench_block.py --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-block.json"

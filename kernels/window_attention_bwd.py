@@ -520,13 +520,13 @@ def resident_keys_config(tokens: int) -> triton.Config:
 
 
 # What the autotuner chooses among for the tiled path's fp16/bf16 windows (more than RESIDENT_KEYS tokens, or
-# forced; the first is bwd_launch_config's). The measurements below are of 12x12, before its keys were resident. On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy
-# (one 8-warp program per SM) and the slowest kernel relative to its work. 32-token tiles waste less of a
-# 144-token window (160 rows instead of 192) and spill nothing on sm_90 (64-token tiles: 20 B at 12x12); at
-# 4 warps two programs fit per SM. DQ_IN_PASS_A trades pass B's recomputation (two of the seven dots per
-# tile pair) for a dq read-modify-write in cache; it also lowers sm_90 spills at 12x12 (Triton 3.6, head_dim
-# 32: 64-token tiles 28 -> 12 B; 32-token tiles at 8 warps 0 B either way). Every candidate is tiled, so the
-# launcher's buffers suit them all.
+# forced; the first is bwd_launch_config's). The measurements below are of 12x12, before its keys were resident.
+# On the H100 the 12x12 backward with 64-token tiles was L1-bound at 12.5% occupancy (one 8-warp program per SM)
+# and the slowest kernel relative to its work. 32-token tiles waste less of a 144-token window (160 rows instead
+# of 192) and spill nothing on sm_90 (64-token tiles: 20 B at 12x12); at 4 warps two programs fit per SM.
+# DQ_IN_PASS_A trades pass B's recomputation (two of the seven dots per tile pair) for a dq read-modify-write in
+# cache; it also lowers sm_90 spills at 12x12 (Triton 3.6, head_dim 32: 64-token tiles 28 -> 12 B; 32-token tiles
+# at 8 warps 0 B either way). Every candidate is tiled, so the launcher's buffers suit them all.
 _BWD_TILED_CONFIGS = [triton.Config({"BLOCK": block, "BLOCK_N": block, "DQ_IN_PASS_A": dq_in_a}, num_warps=warps,
                                      num_stages=2)
                       for block, warps, dq_in_a in ((64, 8, False), (32, 4, False), (32, 8, False), (64, 8, True),

@@ -124,12 +124,12 @@ NORMALISER_CASES = [(CASES[1], torch.float16), (CASES[2], torch.float16), (CASES
 
 @pytest.mark.parametrize("case, dtype", NORMALISER_CASES, ids=[f"{_ids(c)}-{d}" for c, d in NORMALISER_CASES])
 def test_backward_normalises_its_own_probabilities(case, dtype):
-    """The backward must not trust the forward's lse to normalise its recomputed scores: when the forward
-    summed q.k in another order (another tile shape, a transposed dot, another BLAS kernel under the
-    interpreter), the two differ by ulps of the score, 0.06 in base-2 units at fp16 scores beyond 65504. Here the
-    lse is off by up to that much per row; the gradients must still meet the bound (one-tile windows and resident
-    keys do not read the lse at all: bit-identical). Taking the lse as the exact normaliser gave P off by 4% and, in the fp16
-    overflow test, dq off by 0.15."""
+    """The backward must not trust the forward's lse to normalise its recomputed scores: when the forward summed q.k
+    in another order (another tile shape, a transposed dot, another BLAS kernel under the interpreter), the two
+    differ by ulps of the score, 0.06 in base-2 units at fp16 scores beyond 65504. Here the lse is off by up to
+    that much per row; the gradients must still meet the bound (one-tile windows and resident keys do not read the
+    lse at all: bit-identical). Taking the lse as the exact normaliser gave P off by 4% and, in the fp16 overflow
+    test, dq off by 0.15."""
     qkv, table, pad_qkv, kw, cast = make_inputs(case, dtype)
     args = (kw["num_heads"], kw["window_size"], kw["shift_size"], kw["scale"])
     x, t, p = cast(qkv, dtype), cast(table, torch.float32), cast(pad_qkv, dtype)

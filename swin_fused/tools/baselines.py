@@ -351,7 +351,8 @@ def v2_model_unavailable_reason(source: str, name: str) -> Optional[str]:
         except ImportError:
             return "torchvision is not installed (pip install 'swin-fused[interop]')"
         if name not in TORCHVISION_V2_NAMES or not hasattr(torchvision.models, name):
-            return f"torchvision {torchvision.__version__} has no {name} (its V2 builders: {', '.join(TORCHVISION_V2_NAMES)})"
+            return (f"torchvision {torchvision.__version__} has no {name} "
+                    f"(its V2 builders: {', '.join(TORCHVISION_V2_NAMES)})")
         return None
     if source == "ours":
         from ..configs import is_v2
