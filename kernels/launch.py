@@ -142,19 +142,27 @@ def _direct_launch(kernel, grid, args, kwargs):
     order (``CompiledKernel[grid](*params)``, as ``JITFunction.run`` does after binding). The first call of a
     class goes through Triton's own path, which compiles (or autotunes) and returns the kernel; its
     constexprs and the autotuner's chosen config then make up the parameters after the positional ones."""
-    key = (id(kernel), torch.cuda.current_device(), tuple(map(_launch_class, args)), tuple(kwargs.items()))
+    from triton import knobs
+    from triton.runtime.autotuner import Autotuner
+
+    jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
+    if jit.pre_run_hooks or knobs.runtime.add_stages_inspection_hook is not None:
+        kernel[grid](*args, **kwargs)  # what Triton's own path runs around a launch
+        return
+    # The options JITFunction.run adds to every call's (debug, instrumentation) are part of the class too.
+    key = (id(kernel), torch.cuda.current_device(), tuple(map(_launch_class, args)), tuple(kwargs.items()),
+           jit.debug or knobs.runtime.debug, knobs.compilation.instrumentation_mode)
     found = _COMPILED.get(key)
     if found is None:
         compiled = kernel[grid](*args, **kwargs)
-        from triton.runtime.autotuner import Autotuner
-
-        jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
         values = {**kwargs, **(kernel.best_config.kwargs if isinstance(kernel, Autotuner) else {})}
         names = jit.arg_names[len(args):]
         if compiled is not None and all(name in values for name in names):
-            _COMPILED[key] = (compiled, tuple(values[name] for name in names))
+            _COMPILED[key] = (compiled, jit.arg_names, tuple(values[name] for name in names))
         return
-    compiled, tail = found
+    compiled, names, tail = found
+    if callable(grid):  # an autotuned launch's grid depends on the chosen config, as in JITFunction.run
+        grid = grid(dict(zip(names, (*args, *tail))))
     compiled[tuple(grid) + (1,) * (3 - len(grid))](*args, *tail)
 
 

@@ -228,9 +228,12 @@ def _table_rows_from_query_tile(ds, q0, out_ptr, row_stride, WH: tl.constexpr, W
         key, inside = relative_key(ty[:, None], tx[:, None], r[None, :], WH, WW, TWH, TWW)
         ok = inside & q_valid[:, None] & (r < ROWS)[None, :]
         pairs = tl.gather(ds, tl.where(ok, key, 0), 1)  # [query, rows]: ds[q, key(q, r)]
+        rows_sum = tl.sum(tl.where(ok, pairs, 0.0), 0)
         row_ptr = out_ptr + r * row_stride
         acc = tl.load(row_ptr, mask=r < ROWS, other=0.0)
-        tl.store(row_ptr, acc + tl.sum(tl.where(ok, pairs, 0.0), 0), mask=r < ROWS)
+        # Every warp holds (and loads) the chunk, one thread stores it: all loads before that store.
+        tl.debug_barrier()
+        tl.store(row_ptr, acc + rows_sum, mask=r < ROWS)
 
 
 @triton.jit
@@ -511,10 +514,11 @@ def resident_keys_config(tokens: int) -> triton.Config:
     """The keys-resident launch for fp16/bf16 windows of 65..RESIDENT_KEYS tokens with heads of up to 32 lanes
     (10x10, 12x12, 16x16): all keys in one ``BLOCK_N``-row tile, 16-query tiles, 8 warps.
 
-    sm_90, Triton 3.8, bf16, head_dim 32, 12x12 and 16x16 (256 keys): 16-query tiles at 8 warps take 240-255
-    registers and spill nothing (V1; V2's cosine 32-76 bytes), 52-69 KB of shared memory; 32-query tiles
-    spill 1.2-2.7 KB, 4 warps 0.5 KB; 16 warps capped at 128 registers spill 0.2-0.4 KB (a GPU may still
-    prefer the doubled occupancy: an experiment for a session with one)."""
+    sm_90, Triton 3.8, head_dim 32, 10x10 (128 keys), 12x12 and 16x16 (256 keys): 16-query tiles at 8 warps take
+    220-255 registers and spill nothing in bf16 (fp16 12x12: 140 bytes; V2's cosine 24-212 bytes), 27-69 KB of
+    shared memory; 32-query tiles spill 1.2-2.7 KB, 4 warps 0.5 KB; 16 warps capped at 128 registers spill 0.2-0.4
+    KB (a GPU may still prefer the doubled occupancy: an experiment for a session with one). sm_80 spills more
+    (fp16 12x12: 380 bytes)."""
     return triton.Config({"BLOCK": 16, "BLOCK_N": next_power_of_2(tokens), "DQ_IN_PASS_A": False}, num_warps=8,
                          num_stages=2)
 

@@ -96,11 +96,11 @@ def bwd_pointers(dtype) -> dict:
                 DCOS_PARTIAL="fp32")
 
 
-def grid(window, head_dim=32, shift=None, pad=True, timm=False):
+def grid(window, head_dim=32, shift=None, pad=True, timm=False, table_window=None):
     wh, ww = window
     shift = shift if shift is not None else (wh // 2, ww // 2)
     qkv = torch.empty(1, wh + (1 if pad else 0), ww, 3 * 2 * head_dim, device="meta")
-    return WindowGrid.of(qkv, 2, window, shift, None, timm)
+    return WindowGrid.of(qkv, 2, window, shift, table_window, timm)
 
 
 def forward_variants(quick):
@@ -143,6 +143,14 @@ def backward_variants(quick):
                        bwd._window_attention_bwd_kernel, ptrs,
                        dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
                        c.num_warps, c.num_stages)
+    if not quick:  # keys resident in a 128-row tile, from the central rows of a larger table (timm's order)
+        g = grid((10, 10), timm=True, table_window=(12, 12))
+        for dtype in dtypes[:2]:
+            c = bwd.bwd_launch_config(100, dtype, 32)
+            yield (f"bwd w10x10 table 12x12 {TYPE[dtype]} BLOCK{c.kwargs['BLOCK']} warps{c.num_warps}{_resident(c)}",
+                   bwd._window_attention_bwd_kernel, bwd_pointers(dtype),
+                   dict(g.constexprs(dtype, True), WINDOWS_PER_PROGRAM=8, ROWS_BLOCK=bwd.ROWS_BLOCK, **c.kwargs),
+                   c.num_warps, c.num_stages)
 
 
 def cosine_variants(quick):

@@ -30,6 +30,8 @@ class Kernel:
     kernel of the call (one per call here, so a test can tell which one a direct launch used)."""
 
     arg_names = ["X", "n", "scale", "BLOCK", "FLAG"]
+    pre_run_hooks = []
+    debug = False
 
     def __init__(self):
         self.log = []
@@ -112,6 +114,40 @@ def test_an_autotuned_kernel_launches_with_the_chosen_config(direct):
     assert kernel.log[1][2][1:] == (16, 2.0, 64, False)  # BLOCK from the autotuner's choice
 
 
+def test_a_grid_function_gets_every_parameter_by_name(direct):
+    """An autotuned launch's grid depends on the chosen config (the forward's ``grid(meta)``): the direct launch
+    calls it with every parameter by name, as ``JITFunction.run`` does."""
+    kernel = Kernel()
+    tuned = Tuned(kernel, best_block=32)
+    x = torch.zeros(64)
+    seen = []
+
+    def grid(meta):
+        seen.append(dict(meta))
+        return (meta["n"] // meta["BLOCK"],)
+
+    for n in (64, 128):
+        launch_module.launch(tuned, grid, x, n, 1.0, FLAG=True)
+    assert _kinds(kernel.log) == ["triton", "direct"]
+    assert kernel.log[1][1] == (4, 1, 1)  # 128 // 32
+    assert seen[-1] == {"X": x, "n": 128, "scale": 1.0, "BLOCK": 32, "FLAG": True}
+
+
+def test_debug_and_hooks_take_triton_s_path(direct, monkeypatch):
+    """Triton's debug mode makes another binary (a new class); pre-run hooks run only on Triton's path."""
+    from triton import knobs
+
+    kernel = Kernel()
+    x = torch.zeros(64)
+    launch_module.launch(kernel, (1,), x, 32, 1.0, BLOCK=16, FLAG=False)
+    monkeypatch.setattr(knobs.runtime, "debug", True)
+    launch_module.launch(kernel, (1,), x, 32, 1.0, BLOCK=16, FLAG=False)
+    monkeypatch.setattr(knobs.runtime, "debug", False)
+    monkeypatch.setattr(kernel, "pre_run_hooks", [lambda *a, **k: None])
+    launch_module.launch(kernel, (1,), x, 32, 1.0, BLOCK=16, FLAG=False)
+    assert _kinds(kernel.log) == ["triton", "triton", "triton"]
+
+
 def test_off_by_default_and_never_under_the_interpreter(monkeypatch):
     monkeypatch.delenv("SWIN_FUSED_DIRECT_LAUNCH", raising=False)
     assert not launch_module.direct_launches()
@@ -132,28 +168,41 @@ def test_off_by_default_and_never_under_the_interpreter(monkeypatch):
     ((7, 7), (3, 3), torch.bfloat16, True),  # the autotuned forward: launched with the config it chose
 ])
 def test_direct_launches_equal_triton_on_cuda(monkeypatch, window, shift, dtype, autotune):
-    """Values and all gradients through direct launches equal Triton's path bit for bit, over batches and a
-    misaligned view (new launch classes), second calls included (the direct ones)."""
+    """Values and all gradients through direct launches equal Triton's path bit for bit, over batches, a
+    misaligned view and a channel slice (row stride not a multiple of 16): new launch classes, each called twice
+    (the second call is the direct one, counted)."""
     import swin_fused
 
     monkeypatch.setenv("SWIN_FUSED_AUTOTUNE", "1" if autotune else "0")
+    monkeypatch.setattr(launch_module, "_COMPILED", {})
+    direct_calls = []
+    real = launch_module._direct_launch
 
+    def counted(kernel, grid, args, kwargs):
+        before = len(launch_module._COMPILED)
+        real(kernel, grid, args, kwargs)
+        direct_calls.append(len(launch_module._COMPILED) == before)  # True: launched a cached kernel
+
+    monkeypatch.setattr(launch_module, "_direct_launch", counted)
     g = torch.Generator().manual_seed(0)
     heads, hd = 2, 32
+    C = heads * hd
     table = torch.randn((2 * window[0] - 1) * (2 * window[1] - 1), heads, generator=g).cuda()
-    inputs = []  # (batch, offset): new launch classes, then the first one again
-    for batch, offset in ((2, 0), (3, 0), (2, 1), (2, 0)):
-        base = torch.randn(batch * 30 * 26 * 3 * heads * hd + offset, generator=g).to("cuda", dtype)
-        inputs.append(base[offset:].view(batch, 30, 26, 3 * heads * hd))  # offset 1: a misaligned view
+    inputs = []
+    for batch, offset, extra in ((2, 0, 0), (3, 0, 0), (2, 1, 0), (2, 0, 8)):
+        base = torch.randn(batch * 30 * 26 * (3 * C + extra) + offset, generator=g).to("cuda", dtype)
+        full = base[offset:].view(batch, 30, 26, 3 * C + extra)  # offset 1: misaligned; extra 8: a channel slice
+        inputs.append(full[..., :3 * C])
     results = {}
     for direct in ("0", "1"):
         monkeypatch.setenv("SWIN_FUSED_DIRECT_LAUNCH", direct)
         results[direct] = []
-        for x in inputs + inputs:  # each class twice: the second call is the direct one
+        for x in inputs + inputs:
             qkv, t = x.detach().requires_grad_(), table.clone().requires_grad_()
             out = swin_fused.window_attention(qkv, t, heads, window, shift, backend="triton")
             out.backward(torch.ones_like(out))
             results[direct].append((out.detach(), qkv.grad, t.grad))
     for a, b in zip(results["0"], results["1"]):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert launch_module._COMPILED, "no direct launch was cached"
+    # every call of the second round of inputs (a forward and a backward each) hit a cached kernel
+    assert sum(direct_calls) >= 2 * len(inputs), direct_calls

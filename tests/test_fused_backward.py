@@ -112,8 +112,9 @@ def test_keys_resident_backward_matches_reference(monkeypatch, case, dtype):
     name = _ids(case)
     assert_within_torch_error(f"{name} dqkv", dqkv, same[0], ref[0], dtype, factor=3.0)
     assert_within_torch_error(f"{name} dtable", dtable, same[1], ref[1], dtype, factor=3.0)
-    assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
-    assert all(torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3])), "not bit-identical across runs"
+    if ref[2] is not None:
+        assert_within_torch_error(f"{name} dpad", dpad, same[2], ref[2], dtype, factor=3.0)
+    assert all(a is b or torch.equal(a, b) for a, b in zip(runs[0][:3], runs[1][:3])), "not bit-identical"
 
 
 # One-tile windows (fp16 7x7, padded or not), keys resident (fp16 12x12) and the tiled path (fp32 7x7; fp16
