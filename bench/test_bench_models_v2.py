@@ -24,13 +24,15 @@ import pytest
 import torch
 
 from bench_settings import DEVICE, DTYPE, MODEL_ROUNDS, ON_CUDA, V2_NO_CUDA, selected
-from swin_fused.tools.baselines import build_v2_model, v2_model_unavailable_reason
+from swin_fused.configs import resolve_model_name
+from swin_fused.tools.baselines import build_model, model_unavailable_reason
 from swin_fused.tools.benchmarking import (COMPILE_MODES, fused_unavailable_reason, impl_id, inference_step,
                                            synchronize, training_step)
 
 pytestmark = pytest.mark.skipif(not ON_CUDA, reason=V2_NO_CUDA)
 
-#: name: (source, inference batch, training batch) on CUDA.
+#: the library's name: (source, inference batch, training batch) on CUDA; each name is an alias of an official
+#: config, under which every source builds it (``baselines.build_model``).
 V2_MODELS = {
     "swinv2_tiny_window8_256": ("timm", 256, 128),
     "swinv2_tiny_window16_256": ("timm", 256, 128),
@@ -70,11 +72,12 @@ def test_model_throughput_v2(measure, name, variant, compile_mode, mode):
         if reason:
             pytest.skip(reason)
     build_source = "ours" if variant == "dropin" else source
-    reason = v2_model_unavailable_reason(build_source, name)
+    official = resolve_model_name(name)
+    reason = model_unavailable_reason(build_source, official)
     if reason:
         pytest.skip(reason)
     batch = train_batch if mode == "train" else infer_batch
-    model = build_v2_model(build_source, name, DEVICE)
+    model = build_model(build_source, official, DEVICE)
     if mode == "infer":
         model = model.eval().to(DTYPE)
     backend = None

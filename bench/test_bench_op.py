@@ -7,10 +7,10 @@ Baselines come from :mod:`swin_fused.tools.baselines`, which imports the same re
 import pytest
 import torch
 
-from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, in_filter_order, selected
+from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, in_filter_order, selected
+from op_case import time_op
 from swin_fused.tools.baselines import OP_IMPLS, make_op_inputs, op_unavailable_reason
-from swin_fused.tools.benchmarking import autotuned_call
-from swin_fused.tools.costs import benchmark_shapes, stage_shapes, window_attention_cost
+from swin_fused.tools.costs import benchmark_shapes, stage_shapes
 
 # CPU: the two smallest Swin-T stages (14x14 both shifts, 7x7); CUDA: every T/S, B and B-384 stage shape.
 _ALL = benchmark_shapes() if ON_CUDA else [s for s in stage_shapes("swin_tiny_patch4_window7_224", "T/S") if s.H <= 14]
@@ -31,32 +31,5 @@ def test_window_attention(measure, shape, impl, mode):
         pytest.skip(reason)
     if impl == "flex" and not selected(shape.name, "SWIN_FUSED_BENCH_FLEX", default="T/S"):
         pytest.skip("FlexAttention compiles per shape: not selected by SWIN_FUSED_BENCH_FLEX (default 'T/S')")
-    fn = OP_IMPLS[impl]
-    backward = mode == "fwd_bwd"
-    qkv, table = make_op_inputs(shape, OP_BATCH, DTYPE, DEVICE, requires_grad=backward)
-
-    if backward:
-        dout = torch.randn(qkv.shape[:-1] + (shape.dim,), device=DEVICE, dtype=DTYPE)
-
-        def call():
-            out = fn(qkv, table, shape)
-            return torch.autograd.grad(out, (qkv, table), dout)
-    else:
-        def call():
-            with torch.no_grad():
-                return fn(qkv, table, shape)
-
-    try:  # compile / autotune outside the timing, and turn an unsupported case into a stated skip
-        tuned = autotuned_call(call)
-    except Exception as error:  # noqa: BLE001 - a baseline's own limitation is a result, not a failure
-        if impl in ("flex", "sdpa"):
-            pytest.skip(f"{impl} failed on this shape: {type(error).__name__}: {str(error)[:200]}")
-        raise
-    cost = window_attention_cost(shape, OP_BATCH, DTYPE, saves_lse=backward)
-    if backward:
-        cost = cost + window_attention_cost(shape, OP_BATCH, DTYPE, backward=True)
-    if tuned:  # each candidate config's time at this shape, the chosen one starred (also in the JSON)
-        print(f"\nautotuned {shape.name} {mode}: {tuned}")
-    measure(call, rounds=OP_ROUNDS, group=f"op {shape.name} {mode}", dtype=DTYPE, batch=OP_BATCH,
-            kind="op", impl=impl, mode=mode, shape=shape.name, flops=cost.flops, bytes=cost.bytes,
-            **({"autotune": tuned} if tuned else {}))
+    qkv, table = make_op_inputs(shape, OP_BATCH, DTYPE, DEVICE, requires_grad=mode == "fwd_bwd")
+    time_op(measure, OP_IMPLS[impl], (qkv, table), shape, impl, mode, skip_errors=("flex", "sdpa"))

@@ -24,10 +24,10 @@ bytes with the cosine term (:mod:`swin_fused.tools.costs`).
 import pytest
 import torch
 
-from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, OP_ROUNDS, V2_NO_CUDA, in_filter_order
+from bench_settings import DEVICE, DTYPE, ON_CUDA, OP_BATCH, V2_NO_CUDA, in_filter_order
+from op_case import time_op
 from swin_fused.tools.baselines import OP_IMPLS_V2, make_v2_op_inputs, op_unavailable_reason
-from swin_fused.tools.benchmarking import autotuned_call
-from swin_fused.tools.costs import v2_benchmark_shapes, window_attention_cost
+from swin_fused.tools.costs import v2_benchmark_shapes
 
 pytestmark = pytest.mark.skipif(not ON_CUDA, reason=V2_NO_CUDA)
 
@@ -48,36 +48,6 @@ def test_window_attention_v2(measure, shape, impl, mode):
     reason = op_unavailable_reason(impl, DEVICE)
     if reason:
         pytest.skip(reason)
-    fn = OP_IMPLS_V2[impl]
-    backward = mode == "fwd_bwd"
-    qkv, table, tau = make_v2_op_inputs(shape, OP_BATCH, DTYPE, DEVICE, requires_grad=backward)
-
-    if backward:
-        dout = torch.randn(qkv.shape[:-1] + (shape.dim,), device=DEVICE, dtype=DTYPE)
-
-        def call():
-            out = fn(qkv, table, tau, shape)
-            return torch.autograd.grad(out, (qkv, table, tau), dout)
-    else:
-        def call():
-            with torch.no_grad():
-                return fn(qkv, table, tau, shape)
-
-    try:  # autotune outside the timing, and turn a baseline's limitation into a stated skip
-        tuned = autotuned_call(call)
-    except torch.cuda.OutOfMemoryError as error:
-        if impl == "fused":
-            raise
-        pytest.skip(f"{impl} runs out of memory at batch {OP_BATCH}: {str(error)[:160]}")
-    except Exception as error:  # noqa: BLE001 - a baseline's own limitation is a result, not a failure
-        if impl == "sdpa":
-            pytest.skip(f"sdpa failed on this shape: {type(error).__name__}: {str(error)[:200]}")
-        raise
-    cost = window_attention_cost(shape, OP_BATCH, DTYPE, saves_lse=backward, cosine=True)
-    if backward:
-        cost = cost + window_attention_cost(shape, OP_BATCH, DTYPE, backward=True, cosine=True)
-    if tuned:
-        print(f"\nautotuned {shape.name} {mode}: {tuned}")
-    measure(call, rounds=OP_ROUNDS, group=f"op {shape.name} {mode}", dtype=DTYPE, batch=OP_BATCH,
-            kind="op", impl=impl, mode=mode, shape=shape.name, swin="v2", flops=cost.flops, bytes=cost.bytes,
-            **({"autotune": tuned} if tuned else {}))
+    inputs = make_v2_op_inputs(shape, OP_BATCH, DTYPE, DEVICE, requires_grad=mode == "fwd_bwd")
+    time_op(measure, OP_IMPLS_V2[impl], inputs, shape, impl, mode, skip_errors=("sdpa",), skip_oom=True,
+            cosine=True, swin="v2")

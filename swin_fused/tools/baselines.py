@@ -25,9 +25,9 @@ on each call (the MLP and the clamp / exp of ``heads`` values are left out of ev
 - ``sdpa``: q and k normalised, q times the per-head temperature, ``F.scaled_dot_product_attention(q, k, v,
   attn_mask=bias + mask, scale=1.0)`` with the bias + shift mask materialized ``[B*nW, heads, N, N]``.
 
-Model builders give the package's model and timm's / torchvision's equivalents of a named config; the V2 ones
-(``V2_MODEL_SOURCES``) build timm's and torchvision's Swin V2 and the package's drop-in
-``swin_fused.SwinTransformerV2``.
+Model builders give the package's model and timm's / torchvision's equivalents of a named config, V1 or V2
+(timm's ``swinv2_*`` and torchvision's ``swin_v2_t/s/b`` for the official V2 names; ``ours`` is then the drop-in
+``swin_fused.SwinTransformerV2``).
 """
 from __future__ import annotations
 
@@ -55,9 +55,6 @@ __all__ = [
     "model_unavailable_reason",
     "OP_IMPLS_V2",
     "make_v2_op_inputs",
-    "V2_MODEL_SOURCES",
-    "build_v2_model",
-    "v2_model_unavailable_reason",
 ]
 
 OpFn = Callable[..., torch.Tensor]
@@ -99,16 +96,21 @@ def _merge_windows(out: torch.Tensor, shape: OpShape, B: int, H: int, W: int, Hp
     return x[:, :H, :W].contiguous()
 
 
-def _sdpa(qkv, table, shape: OpShape, scale=None):
-    B, H, W, _ = qkv.shape
-    q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
+def _sdpa_windows(q, k, v, table, shape: OpShape, B: int, H: int, W: int, Hp: int, Wp: int, scale):
+    """SDPA over partitioned windows with the bias (``table``) + shift mask materialized ``[B*nW, heads, N, N]``,
+    merged back to ``[B, H, W, C]``."""
     N = q.shape[2]
-    mask = relative_position_bias(table, shape.window).to(qkv.dtype).unsqueeze(0)  # 1, heads, N, N
+    mask = relative_position_bias(table, shape.window).to(q.dtype).unsqueeze(0)  # 1, heads, N, N
     if any(shape.shift):
-        shifted = shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device, dtype=qkv.dtype)  # nW, N, N
+        shifted = shift_mask(Hp, Wp, shape.window, shape.shift, device=q.device, dtype=q.dtype)  # nW, N, N
         mask = (mask + shifted.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(-1, shape.heads, N, N)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return _merge_windows(out, shape, B, H, W, Hp, Wp)
+
+
+def _sdpa(qkv, table, shape: OpShape, scale=None):
+    q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
+    return _sdpa_windows(q, k, v, table, shape, *qkv.shape[:3], Hp, Wp, scale)
 
 
 def _flex_core(q, k, v, bias, region_mask: Optional[torch.Tensor], scale: Optional[float]):
@@ -194,17 +196,10 @@ def _library_v2(qkv, table, cosine_scale, shape: OpShape):
 
 
 def _sdpa_v2(qkv, table, cosine_scale, shape: OpShape):
-    B, H, W, _ = qkv.shape
     q, k, v, Hp, Wp = _partition_qkv(qkv, shape)
-    N = q.shape[2]
     q = F.normalize(q, dim=-1) * cosine_scale.to(q.dtype).view(shape.heads, 1, 1)
     k = F.normalize(k, dim=-1)
-    mask = relative_position_bias(_v2_table(table), shape.window).to(qkv.dtype).unsqueeze(0)  # 1, heads, N, N
-    if any(shape.shift):
-        shifted = shift_mask(Hp, Wp, shape.window, shape.shift, device=qkv.device, dtype=qkv.dtype)  # nW, N, N
-        mask = (mask + shifted.unsqueeze(1)).unsqueeze(0).expand(B, -1, -1, -1, -1).reshape(-1, shape.heads, N, N)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-    return _merge_windows(out, shape, B, H, W, Hp, Wp)
+    return _sdpa_windows(q, k, v, _v2_table(table), shape, *qkv.shape[:3], Hp, Wp, 1.0)
 
 
 OP_IMPLS_V2: Dict[str, OpFn] = {
@@ -323,62 +318,3 @@ def build_model(source: str, name: str, device: torch.device) -> nn.Module:
         import torchvision
 
         return getattr(torchvision.models, TORCHVISION_NAMES[name])(weights=None)
-
-
-# ------------------------------------------------------------------------------------------- Swin V2 models
-
-#: Where a V2 model comes from: timm (``swinv2_*``), torchvision (``swin_v2_t/s/b``), and ``ours``: the package's
-#: drop-in ``swin_fused.SwinTransformerV2`` of the same layout.
-V2_MODEL_SOURCES = ("timm", "torchvision", "ours")
-
-#: torchvision's Swin V2 builders (window 8 at 256).
-TORCHVISION_V2_NAMES = ("swin_v2_t", "swin_v2_s", "swin_v2_b")
-
-
-def v2_model_unavailable_reason(source: str, name: str) -> Optional[str]:
-    """Why ``source`` cannot build the Swin V2 ``name`` here (None when it can)."""
-    if source == "timm":
-        try:
-            import timm
-        except ImportError:
-            return "timm is not installed (pip install 'swin-fused[interop]')"
-        if name not in timm.list_models(name):
-            return f"timm {timm.__version__} has no model {name!r}"
-        return None
-    if source == "torchvision":
-        try:
-            import torchvision
-        except ImportError:
-            return "torchvision is not installed (pip install 'swin-fused[interop]')"
-        if name not in TORCHVISION_V2_NAMES or not hasattr(torchvision.models, name):
-            return (f"torchvision {torchvision.__version__} has no {name} "
-                    f"(its V2 builders: {', '.join(TORCHVISION_V2_NAMES)})")
-        return None
-    if source == "ours":
-        from ..configs import is_v2
-
-        try:
-            return None if is_v2(name) else f"{name!r} is a Swin V1 config"
-        except ValueError as error:
-            return str(error)
-    raise ValueError(f"unknown V2 model source {source!r}; expected one of {', '.join(V2_MODEL_SOURCES)}")
-
-
-def build_v2_model(source: str, name: str, device: torch.device) -> nn.Module:
-    """A randomly initialised Swin V2 ``name`` from ``source``, built on ``device``; for ``ours``, the package's
-    drop-in model of the same layout (``name`` may be timm's or torchvision's)."""
-    reason = v2_model_unavailable_reason(source, name)
-    if reason:
-        raise RuntimeError(reason)
-    with torch.device(device):
-        if source == "timm":
-            import timm
-
-            return timm.create_model(name, pretrained=False)
-        if source == "torchvision":
-            import torchvision
-
-            return getattr(torchvision.models, name)(weights=None)
-        from ..configs import create_model
-
-        return create_model(name)  # timm's and torchvision's names are aliases of the official configs
