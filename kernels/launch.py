@@ -9,6 +9,8 @@ import os
 from typing import NamedTuple, Optional, Tuple
 
 import torch
+from triton import knobs
+from triton.runtime.autotuner import Autotuner
 
 from ..checks import check_window_attention_args
 from ..geometry import MASK_VALUE, padded_size
@@ -142,9 +144,6 @@ def _direct_launch(kernel, grid, args, kwargs):
     order (``CompiledKernel[grid](*params)``, as ``JITFunction.run`` does after binding). The first call of a
     class goes through Triton's own path, which compiles (or autotunes) and returns the kernel; its
     constexprs and the autotuner's chosen config then make up the parameters after the positional ones."""
-    from triton import knobs
-    from triton.runtime.autotuner import Autotuner
-
     jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
     if jit.pre_run_hooks or knobs.runtime.add_stages_inspection_hook is not None:
         kernel[grid](*args, **kwargs)  # what Triton's own path runs around a launch
