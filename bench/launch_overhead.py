@@ -24,7 +24,11 @@ Then the kernels' device time (profiler) reading the bias table head-major, as t
 reading the parameter's row-major layout directly, at three shapes: whether that copy (one launch per
 forward) buys anything.
 
-Needs CUDA; prints the reason and exits 2 elsewhere.
+Last, the package's own host code per call with the launches stubbed out, launchers building their plan on
+every call against reusing it (``package_host_time``). ``--stub-launches`` runs only that, and on a CPU too
+(``TRITON_INTERPRET=1 python bench/launch_overhead.py --stub-launches``).
+
+Needs CUDA, except with ``--stub-launches``; prints the reason and exits 2 elsewhere.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TRITON_INTERPRET", "0")
+os.environ.setdefault("TRITON_INTERPRET", "0")  # a GPU's kernels; set it to 1 for --stub-launches on a CPU
 
 import torch  # noqa: E402
 import triton  # noqa: E402
@@ -42,9 +46,10 @@ import swin_fused  # noqa: E402
 from swin_fused.tools.baselines import make_op_inputs  # noqa: E402
 from swin_fused.tools.costs import shapes_by_name  # noqa: E402
 from swin_fused.tools.benchmarking import profiled_time_per_call  # noqa: E402
+from swin_fused.kernels import launch as launch_module  # noqa: E402
 from swin_fused.kernels import window_attention_bwd as bwd_module  # noqa: E402
 from swin_fused.kernels import window_attention_fwd as fwd_module  # noqa: E402
-from swin_fused.kernels.launch import head_major  # noqa: E402
+from swin_fused.kernels.launch import clear_plans, head_major  # noqa: E402
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd  # noqa: E402
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd  # noqa: E402
 
@@ -75,24 +80,76 @@ def _empty_11_ints(P0, P1, P2, P3, P4, P5, P6, P7, P8, P9, P10, i0, i1, i2, i3, 
 
 def host_us_per_call(fn, calls: int) -> float:
     """Host microseconds per call over ``calls`` back-to-back calls (after 5 warm-up calls)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(5):
         fn()
-    torch.cuda.synchronize()
+    sync()
     start = time.perf_counter()
     for _ in range(calls):
         fn()
     host = time.perf_counter() - start
-    torch.cuda.synchronize()
+    sync()
     return 1e6 * host / calls
+
+
+def package_host_time(calls: int, batch: int) -> None:
+    """The package's own host code per call, with every kernel launch replaced by nothing: argument checks,
+    plans, allocations, the autograd Function, the table-gradient sum. Runs on a CPU too (under
+    TRITON_INTERPRET=1, which the launchers' device check needs; nothing is interpreted). The launchers twice:
+    ``checked=True`` builds the launch plan on every call (what every call did before plans were cached),
+    ``checked=False`` (the op's calls) reuses its signature's plan."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float16
+    shape = shapes_by_name()[SHAPE]
+    qkv, table = make_op_inputs(shape, batch, dtype, device)
+    table = head_major(table)  # as the op passes it (its forward copies it once for both launchers)
+    geometry = (shape.heads, shape.window, shape.shift, None)
+    real_call = launch_module.Launch.__call__
+    launch_module.Launch.__call__ = lambda self, *tensors: None
+    try:
+        out, lse = window_attention_fwd(qkv, table, *geometry, return_lse=True)
+        dout = torch.randn_like(out)
+        leaf_qkv, leaf_table = qkv.clone().requires_grad_(), table.clone().requires_grad_()
+
+        def op_fwd_bwd():
+            o = swin_fused.window_attention(leaf_qkv, leaf_table, *geometry[:3], backend="triton")
+            o.backward(dout)
+            leaf_qkv.grad = leaf_table.grad = None  # no gradient accumulation (real work on a CPU)
+
+        rows = [
+            ("fwd launcher, plan built (checked=True)", lambda: window_attention_fwd(
+                qkv, table, *geometry, return_lse=True)),
+            ("fwd launcher, plan cached", lambda: window_attention_fwd(
+                qkv, table, *geometry, return_lse=True, checked=False)),
+            ("bwd launcher, plan built (checked=True)", lambda: window_attention_bwd(
+                dout, qkv, lse, table, *geometry)),
+            ("bwd launcher, plan cached", lambda: window_attention_bwd(dout, qkv, lse, table, *geometry,
+                                                                       checked=False)),
+            ("op, no grad", lambda: swin_fused.window_attention(qkv, table, *geometry[:3], backend="triton")),
+            ("op fwd+bwd", op_fwd_bwd),
+        ]
+        print(f"host us per call of the package's own code (launches stubbed out), {SHAPE} batch {batch} "
+              f"{str(dtype).replace('torch.', '')} on {device}, torch {torch.__version__}")
+        for name, fn in rows:
+            with torch.no_grad() if "launcher" in name or "no grad" in name else torch.enable_grad():
+                print(f"  {name:42s} {host_us_per_call(fn, calls):8.1f}")
+    finally:
+        launch_module.Launch.__call__ = real_call
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--stub-launches", action="store_true",
+                        help="only time the package's own host code, launches replaced by nothing (a CPU will "
+                             "do, with TRITON_INTERPRET=1)")
     args = parser.parse_args(argv)
+    if args.stub_launches:
+        package_host_time(args.calls, args.batch)
+        return 0
     if not torch.cuda.is_available():
-        print("launch_overhead: needs a CUDA GPU")
+        print("launch_overhead: needs a CUDA GPU (or --stub-launches)")
         return 2
     shape = shapes_by_name()[SHAPE]
     qkv, table = make_op_inputs(shape, args.batch, torch.bfloat16, torch.device("cuda"))
@@ -132,6 +189,7 @@ def main(argv=None) -> int:
     os.environ.pop("SWIN_FUSED_DIRECT_LAUNCH", None)
     check_direct_launch(qkv, table, lse, dout, geometry)
     table_layouts(args.batch)
+    package_host_time(args.calls, args.batch)
     return 0
 
 
@@ -165,6 +223,7 @@ def table_layouts(batch: int) -> None:
         for layout, t in (("head-major", head_major(table)), ("row-major", table)):
             for module in (fwd_module, bwd_module):  # the launchers take the table as given
                 module.head_major = lambda x: x
+            clear_plans()  # plans hold the table strides head_major gave
             try:
                 fwd_us = 1e6 * profiled_time_per_call(lambda: window_attention_fwd(qkv, t, *geometry, checked=False),
                                                       device, 20, name_prefix="_window_attention_fwd")
@@ -174,6 +233,7 @@ def table_layouts(batch: int) -> None:
             finally:
                 for module in (fwd_module, bwd_module):
                     module.head_major = head_major
+                clear_plans()
             times[layout] = (fwd_us, bwd_us)
         print(f"  {name}, batch {batch}: " + "; ".join(
             f"{layout} fwd {f:.1f} bwd {b:.1f}" for layout, (f, b) in times.items()))

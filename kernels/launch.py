@@ -91,25 +91,53 @@ def as_rows(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
     Any map whose batch and spatial dimensions flatten into evenly spaced rows (contiguous tensors, channel
     slices of wider ones, expanded rows) goes through without a copy; anything else is made contiguous.
     """
+    as_is, stride = row_layout(x)
+    return (x if as_is else x.contiguous()).view(-1, x.shape[-1]), stride
+
+
+def row_layout(x: torch.Tensor) -> Tuple[bool, int]:
+    """``(as_is, stride)``: whether ``x``'s rows flatten without a copy, and the stride between the rows that
+    ``as_rows`` gives (``x``'s own, 0 for expanded rows, or ``x.shape[-1]``: its contiguous copy's)."""
     ch = x.shape[-1]
     try:
         rows = x.view(-1, ch)
     except (RuntimeError, ValueError):  # the dimensions do not flatten (fake tensors raise ValueError)
-        rows = None
-    if rows is None or (ch > 1 and rows.stride(1) != 1):
-        rows = x.contiguous().view(-1, ch)
-    return rows, rows.stride(0)
+        return False, ch
+    if ch > 1 and rows.stride(1) != 1:
+        return False, ch
+    return True, rows.stride(0)
 
 
 def launch(kernel, grid, *args, **kwargs):
     """``kernel[grid](*args, **kwargs)``, by the cheapest route the context allows: through ``wrap_triton``
     while tracing (:func:`launchable`), through Triton's interpreter on the CPU, and in eager CUDA calls with
     ``SWIN_FUSED_DIRECT_LAUNCH=1`` straight into the compiled kernel of the call's launch class
-    (:func:`_direct_launch`). Returns nothing."""
-    if torch.compiler.is_compiling() or _tracing() or interpreting() or not direct_launches():
+    (:func:`_direct_launch`). Returns nothing. :class:`Launch` is the same with everything but the tensors
+    resolved once."""
+    if not eager() or interpreting() or not direct_launches():
         launchable(kernel)[grid](*args, **kwargs)
     else:
-        _direct_launch(kernel, grid, args, kwargs)
+        _direct_launch(kernel, grid, args, kwargs, tuple(map(_launch_class, args)))
+
+
+class Launch:
+    """One launch site resolved for one call signature: the kernel, its grid, the arguments after the tensors
+    (ints and floats: strides, sizes, scales) and the keywords. A call passes only the tensors, and a direct
+    launch classifies only them (the scalars' launch classes are computed here, once). Launchers keep one per
+    cached plan (:class:`PlanCache`)."""
+
+    __slots__ = ("kernel", "grid", "scalars", "kwargs", "_scalar_classes")
+
+    def __init__(self, kernel, grid, scalars: tuple, kwargs: dict):
+        self.kernel, self.grid, self.scalars, self.kwargs = kernel, grid, tuple(scalars), kwargs
+        self._scalar_classes = tuple(map(_launch_class, self.scalars))
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        if not eager() or interpreting() or not direct_launches():
+            launchable(self.kernel)[self.grid](*tensors, *self.scalars, **self.kwargs)
+        else:
+            _direct_launch(self.kernel, self.grid, tensors + self.scalars, self.kwargs,
+                           tuple(map(_launch_class, tensors)) + self._scalar_classes)
 
 
 def direct_launches() -> bool:
@@ -139,17 +167,18 @@ def _launch_class(arg):
     return arg
 
 
-def _direct_launch(kernel, grid, args, kwargs):
-    """Launch the compiled kernel of this call's launch class directly, with every parameter in the kernel's
-    order (``CompiledKernel[grid](*params)``, as ``JITFunction.run`` does after binding). The first call of a
-    class goes through Triton's own path, which compiles (or autotunes) and returns the kernel; its
-    constexprs and the autotuner's chosen config then make up the parameters after the positional ones."""
+def _direct_launch(kernel, grid, args, kwargs, classes):
+    """Launch the compiled kernel of this call's launch class (``classes``: ``_launch_class`` of each of
+    ``args``) directly, with every parameter in the kernel's order (``CompiledKernel[grid](*params)``, as
+    ``JITFunction.run`` does after binding). The first call of a class goes through Triton's own path, which
+    compiles (or autotunes) and returns the kernel; its constexprs and the autotuner's chosen config then make
+    up the parameters after the positional ones."""
     jit = kernel.fn if isinstance(kernel, Autotuner) else kernel
     if jit.pre_run_hooks or knobs.runtime.add_stages_inspection_hook is not None:
         kernel[grid](*args, **kwargs)  # what Triton's own path runs around a launch
         return
     # The options JITFunction.run adds to every call's (debug, instrumentation) are part of the class too.
-    key = (id(kernel), torch.cuda.current_device(), tuple(map(_launch_class, args)), tuple(kwargs.items()),
+    key = (id(kernel), torch.cuda.current_device(), classes, tuple(kwargs.items()),
            jit.debug or knobs.runtime.debug, knobs.compilation.instrumentation_mode)
     found = _COMPILED.get(key)
     if found is None:
@@ -165,6 +194,58 @@ def _direct_launch(kernel, grid, args, kwargs):
     compiled[tuple(grid) + (1,) * (3 - len(grid))](*args, *tail)
 
 
+class PlanCache:
+    """What a launcher derives from a call's metadata alone (grid, config, scalar arguments, checks passed), kept
+    per call signature for plain eager calls, so that a repeated call only allocates its outputs and launches.
+    The key must hold everything the plan depends on: shapes, strides, dtypes and devices of the tensors, every
+    non-tensor argument, and the launch settings read from the environment. Bounded: a model sees a few dozen
+    signatures; a detector on ever-new image sizes would otherwise grow it without end."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self):
+        self._plans: dict = {}
+        _PLAN_CACHES.append(self)
+
+    def get(self, key, build):
+        """The plan for ``key``, made by ``build()`` on first use (``key`` None: not cached, e.g. while tracing)."""
+        if key is None:
+            return build()
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= self.MAX_ENTRIES:
+                self._plans.clear()
+            plan = self._plans[key] = build()
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+_PLAN_CACHES: list = []
+
+
+def clear_plans() -> None:
+    """Forget every launcher's plans (after replacing something a plan is made from that its key does not hold,
+    e.g. ``head_major`` in bench/launch_overhead.py's layout experiment)."""
+    for cache in _PLAN_CACHES:
+        cache.clear()
+
+
+def eager() -> bool:
+    """True in plain eager calls: nothing compiles or traces the launcher (torch.compile, export, fake tensors,
+    dispatch modes), so metadata is concrete and launches go to Triton, not into a graph."""
+    return not (torch.compiler.is_compiling() or _tracing())
+
+
+def tensor_signature(t: Optional[torch.Tensor]):
+    """What a plan may depend on in a tensor: shape, strides, dtype, device (None for None)."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.device)
+
+
 def launchable(kernel):
     """``kernel`` as a launch site calls it: as it is in plain eager calls; through ``torch.library.wrap_triton``
     while anything traces the launcher (``torch.compile`` / ``torch.export`` running the fused ops' fake and
@@ -172,21 +253,20 @@ def launchable(kernel):
     graphs capture) instead of calling back into Python. Under Triton's interpreter the kernels are
     ``InterpretedFunction``s, which ``wrap_triton`` cannot trace: they are traced as a ``JITFunction`` that
     runs in the interpreter (:class:`_InterpretedJIT`), so the CPU tests take the compiled route too."""
-    if not (torch.compiler.is_compiling() or _tracing()):
+    if eager():
         return kernel
     from torch.library import wrap_triton
 
     return wrap_triton(_interpreted_jit(kernel) if interpreting() else kernel)
 
 
-def placeholder(like: torch.Tensor) -> torch.Tensor:
+def placeholder(like: torch.Tensor, traced: bool) -> torch.Tensor:
     """A pointer argument the kernel never dereferences (its constexpr switches the use off): ``like`` itself in
-    eager calls (nothing allocated); a one-element tensor of ``like``'s dtype and device while tracing, because
-    functionalization treats every argument a kernel may write (all of them, when it cannot analyse the kernel)
-    as a new value of its storage, and an unused alias of an output would then overwrite it."""
-    if not (torch.compiler.is_compiling() or _tracing()):
-        return like
-    return like.new_empty(1)
+    eager calls (nothing allocated); a one-element tensor of ``like``'s dtype and device while tracing
+    (``traced``: ``not eager()``, asked once per call), because functionalization treats every argument a kernel
+    may write (all of them, when it cannot analyse the kernel) as a new value of its storage, and an unused alias
+    of an output would then overwrite it."""
+    return like.new_empty(1) if traced else like
 
 
 try:  # imported once: the launchers ask on every pointer argument (an import per call was ~2 us each)
@@ -326,12 +406,6 @@ class WindowGrid(NamedTuple):
     @property
     def padded(self) -> bool:
         return bool(self.Hp != self.H or self.Wp != self.W)  # bool(): a guard when the sizes are symbolic
-
-    def pad_vector(self, pad_qkv: Optional[torch.Tensor], qkv: torch.Tensor) -> Tuple[torch.Tensor, bool]:
-        """``(pad, HAS_PAD)``. Without pad_qkv, padding tokens are zeros: the masked loads already give 0."""
-        if self.padded and pad_qkv is not None:
-            return pad_qkv.to(qkv.dtype).contiguous(), True
-        return placeholder(qkv), False  # never read
 
     def geometry_args(self) -> tuple:
         """Runtime arguments every kernel takes, in order: H, W, Hp, Wp, n_win_w, n_win, shift_h, shift_w."""

@@ -49,7 +49,7 @@ normalised q before tau), summed per program and folded over programs in a fixed
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -57,8 +57,9 @@ import triton.language as tl
 
 from ..geometry import MASK_VALUE
 from .indexing import in_window_coords, relative_key, token_tile
-from .launch import (LOG2E, WindowGrid, as_rows, autotuning, check_kernel_inputs, check_launch_args, check_output,
-                     cdiv, head_major, launch, launch_device, next_power_of_2, placeholder)
+from .launch import (LOG2E, Launch, PlanCache, WindowGrid, as_rows, autotuning, cdiv, check_kernel_inputs,
+                     check_launch_args, check_output, eager, head_major, launch_device, next_power_of_2, placeholder,
+                     row_layout, tensor_signature)
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, normalize_rows_grad, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -588,6 +589,79 @@ def window_attention_bwd(
     """
     if checked:
         check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
+    dqkv_rows, dqkv_stride = as_rows(dqkv) if dqkv is not None else (None, None)
+    autotune = autotuning()
+    # A trusted eager call (checked=False: the op's) with no dqkv buffer reuses its signature's plan. What the
+    # plan is made from (kernels, config functions) is in the key, so a replaced one (tests force configs) is
+    # not bypassed.
+    traced = not eager()
+    key = None if checked or dqkv is not None or traced else (
+        tensor_signature(dout), tensor_signature(qkv), tensor_signature(lse), tensor_signature(table),
+        tensor_signature(pad_qkv), tensor_signature(cosine_scale), num_heads, window, shift, scale,
+        shift_before_pad, table_window, mask_value, autotune, bwd_launch_config, _windows_per_program,
+        _window_attention_bwd_kernel, _window_attention_bwd_autotuned)
+    plan = _PLANS.get(key, lambda: _backward_plan(dout, qkv, lse, table, num_heads, window, shift, scale, pad_qkv,
+                                                  shift_before_pad, table_window, cosine_scale, mask_value,
+                                                  dqkv_stride, autotune))
+    if dqkv is None:  # allocated here: contiguous, nothing to check
+        dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
+    else:
+        check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
+    # tl.dot needs dO in the operands' dtype; a converted or copied dO is contiguous.
+    dout = dout if plan.dout_rows else dout.to(qkv.dtype).contiguous()
+    f32 = dict(device=qkv.device, dtype=torch.float32)
+    dtable_partial = torch.empty(plan.dtable_shape, **f32)
+
+    def buffer(shape):  # fp32 scratch a path needs (shape), or an argument it never reads (None)
+        return torch.empty(shape, **f32) if shape is not None else placeholder(dtable_partial, traced)
+
+    # The tiled path's per-token, per-head delta and inverse softmax normaliser, [2, B*H*W, heads], written by the
+    # kernel's prologue and read back by its passes, and its [N, N] dS and dq scratch; the other paths keep all
+    # of them in registers.
+    delta, inv_l = buffer(plan.stats_shape).unbind() if plan.stats_shape is not None else (buffer(None), buffer(None))
+    ds_scratch, dq_scratch = buffer(plan.ds_shape), buffer(plan.dq_shape)
+    dpad_partial, dcos_partial = buffer(plan.dpad_shape), buffer(plan.dcos_shape)
+    cosine = cosine_scale is not None
+    cos = cosine_scale.contiguous() if cosine else placeholder(dtable_partial, traced)
+    pad = pad_qkv.to(qkv.dtype).contiguous() if plan.has_pad else placeholder(qkv, traced)
+    # The kernel takes each map by its first element and row stride (the plan's): the 4-D tensors themselves.
+    with launch_device(qkv):
+        plan.launch(qkv if plan.qkv_rows else qkv.contiguous(), pad, head_major(table), cos, dout,
+                    lse.contiguous(), delta, inv_l, dqkv, ds_scratch, dq_scratch, dtable_partial, dpad_partial,
+                    dcos_partial)
+    # Fixed-order reduction over programs (no atomics).
+    dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
+    dpad = None
+    if plan.has_pad:
+        C = qkv.shape[-1] // 3
+        dkv = dpad_partial.sum(0)[..., : C // num_heads].reshape(2 * C)  # k then v, heads-major: a view
+        dpad = torch.nn.functional.pad(dkv, (C, 0))  # the q part of the bias gets no gradient
+    return dqkv, dtable, dpad, (dcos_partial.sum(0) if cosine else None)
+
+
+class _BackwardPlan(NamedTuple):
+    """What a backward call's metadata decides (see ``PlanCache``): the launch and the buffers' shapes (None:
+    not needed by this path)."""
+
+    qkv_rows: bool  # qkv's rows flatten as they are; else it is copied (contiguous) per call
+    dout_rows: bool  # dO is in qkv's dtype and its rows flatten; else converted / copied per call
+    has_pad: bool
+    dtable_shape: tuple
+    stats_shape: Optional[tuple]
+    ds_shape: Optional[tuple]
+    dq_shape: Optional[tuple]
+    dpad_shape: Optional[tuple]
+    dcos_shape: Optional[tuple]
+    launch: Launch
+
+
+_PLANS = PlanCache()
+
+
+def _backward_plan(dout, qkv, lse, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
+                   cosine_scale, mask_value, dqkv_stride, autotune) -> _BackwardPlan:
+    """The launch of a backward call, from its metadata alone (nothing is read or allocated; a table that is
+    not head-major is copied once, for its strides), with the checks of what the kernel supports."""
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
     check_kernel_inputs(qkv, table, g.head_dim, N, cosine_scale, num_heads)
@@ -601,61 +675,37 @@ def window_attention_bwd(
     for name, t in (("dout", dout), ("lse", lse)):
         if t.device != qkv.device:
             raise ValueError(f"{name} is on {t.device} but qkv is on {qkv.device}")
-    lse = lse.contiguous()  # the kernel indexes it as the forward wrote it
-    qkv_rows, qkv_stride = as_rows(qkv)
-    dout_rows, dout_stride = as_rows(dout.to(qkv.dtype))  # tl.dot needs dO in the operands' dtype
-    if dqkv is None:  # allocated here: contiguous, nothing to check
-        dqkv = torch.empty(qkv.shape, device=qkv.device, dtype=qkv.dtype)
-        dqkv_rows, dqkv_stride = dqkv.view(-1, qkv.shape[-1]), qkv.shape[-1]
-    else:
-        dqkv_rows, dqkv_stride = as_rows(dqkv)
-        check_output("dqkv", dqkv, dqkv_rows, dqkv_stride, tuple(qkv.shape), qkv)
-    pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
+    qkv_as_is, qkv_stride = row_layout(qkv)
+    dout_as_is, dout_stride = row_layout(dout) if dout.dtype == qkv.dtype else (False, g.C)  # converted: contiguous
+    has_pad = g.padded and pad_qkv is not None  # without pad_qkv, padding tokens are zeros (the masked loads)
     config = bwd_launch_config(N, qkv.dtype, g.block_d)
     # The tiled path (windows larger than a query tile, keys not resident) keeps per-window state in memory.
     tiled = N > config.kwargs["BLOCK"] and N > config.kwargs["BLOCK_N"]
     # Candidates: _BWD_TILED_CONFIGS, all tiled. On a GPU with less shared memory (sm_86/89: 99 KB) the
     # autotuner skips those that do not fit (OutOfResources times as inf).
-    tune = autotuning() and tiled and qkv.dtype != torch.float32
-    # The tiled path's per-token, per-head delta and inverse softmax normaliser, [2, B*H*W, heads], written by
-    # the kernel's prologue (each program for its windows) and read back by its passes; the other paths keep
-    # both in registers.
-    delta, inv_l = (torch.empty((2, dout_rows.shape[0], num_heads), device=qkv.device, dtype=torch.float32)
-                    if tiled else (placeholder(lse), placeholder(lse)))
+    tune = autotune and tiled and qkv.dtype != torch.float32
     n_windows = g.B * g.n_win
     per_program = _windows_per_program(n_windows, num_heads)
     if tiled:  # the tiled path's [N, N] dS scratch per program and head, bounded in total
         per_program = max(per_program, cdiv(n_windows * num_heads * N * N * 4, SCRATCH_BYTES))
     n_programs = cdiv(n_windows, per_program)
-    rows = table.shape[0]  # (2TWh-1)(2TWw-1)
-    dtable_partial = torch.empty((n_programs, rows, num_heads), device=qkv.device, dtype=torch.float32)
-    ds_scratch = (torch.empty((n_programs, num_heads, N, N), device=qkv.device, dtype=torch.float32)
-                  if tiled else placeholder(dtable_partial))
-    dq_scratch = (torch.empty((n_programs, num_heads, N, g.block_d), device=qkv.device, dtype=torch.float32)
-                  if tiled and (tune or config.kwargs["DQ_IN_PASS_A"]) else placeholder(dtable_partial))
-    dpad_partial = (torch.empty((n_programs, 2, num_heads, g.block_d), device=qkv.device, dtype=torch.float32)
-                    if has_pad else placeholder(dtable_partial))
     cosine = cosine_scale is not None
-    dcos_partial = (torch.empty((n_programs, num_heads), device=qkv.device, dtype=torch.float32) if cosine
-                    else placeholder(dtable_partial))
-    cos = cosine_scale.contiguous() if cosine else placeholder(dtable_partial)
     scale = 1.0 if cosine else g.head_dim**-0.5 if scale is None else scale  # cosine: qk_scale = log2(e)
-    table = head_major(table)
-    args = (qkv_rows, pad, table, cos, dout_rows, lse, delta, inv_l, dqkv_rows, ds_scratch, dq_scratch,
-            dtable_partial, dpad_partial, dcos_partial, qkv_stride, dout_stride, dqkv_stride, table.stride(0),
-            table.stride(1), *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
+    scalars = (qkv_stride, dout_stride, 3 * g.C if dqkv_stride is None else dqkv_stride, *head_major(table).stride(),
+               *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK,
                       **g.constexprs(qkv.dtype, has_pad, cosine, mask_value))
-    with launch_device(qkv):
-        if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
-            launch(_window_attention_bwd_autotuned, (n_programs, num_heads), *args, **constexprs)
-        else:
-            launch(_window_attention_bwd_kernel, (n_programs, num_heads), *args, **config.kwargs,
-                   num_warps=config.num_warps, num_stages=config.num_stages, **constexprs)
-    # Fixed-order reduction over programs (no atomics).
-    dtable = dtable_partial.sum(0)  # [rows, heads], the table's layout: no transposing copy
-    dpad = None
-    if has_pad:
-        dkv = dpad_partial.sum(0)[..., : g.head_dim].reshape(2 * g.C)  # k then v, heads-major: a view
-        dpad = torch.nn.functional.pad(dkv, (g.C, 0))  # the q part of the bias gets no gradient
-    return dqkv, dtable, dpad, (dcos_partial.sum(0) if cosine else None)
+    grid = (n_programs, num_heads)
+    if tune:  # every output is overwritten, not accumulated: the autotuner's repeated launches are harmless
+        run = Launch(_window_attention_bwd_autotuned, grid, scalars, constexprs)
+    else:
+        run = Launch(_window_attention_bwd_kernel, grid, scalars,
+                     dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages, **constexprs))
+    return _BackwardPlan(
+        qkv_rows=qkv_as_is, dout_rows=dout_as_is, has_pad=has_pad,
+        dtable_shape=(n_programs, table.shape[0], num_heads),  # table rows: (2TWh-1)(2TWw-1)
+        stats_shape=(2, g.B * g.H * g.W, num_heads) if tiled else None,
+        ds_shape=(n_programs, num_heads, N, N) if tiled else None,
+        dq_shape=(n_programs, num_heads, N, g.block_d) if tiled and (tune or config.kwargs["DQ_IN_PASS_A"]) else None,
+        dpad_shape=(n_programs, 2, num_heads, g.block_d) if has_pad else None,
+        dcos_shape=(n_programs, num_heads) if cosine else None, launch=run)

@@ -20,7 +20,7 @@ Optionally stores the log-sum-exp (base 2) per (window, head, token) for the bac
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import triton
@@ -28,8 +28,9 @@ import triton.language as tl
 
 from ..geometry import MASK_VALUE
 from .indexing import token_tile
-from .launch import (ERROR_FLOOR, LOG2E, WindowGrid, as_rows, check_kernel_inputs, check_launch_args,  # noqa: F401
-                     cdiv, check_output, head_major, launch, launch_device, next_power_of_2, placeholder)
+from .launch import (ERROR_FLOOR, LOG2E, Launch, PlanCache, WindowGrid, as_rows, cdiv,  # noqa: F401
+                     check_kernel_inputs, check_launch_args, check_output, eager, head_major, launch_device,
+                     next_power_of_2, placeholder, row_layout, tensor_signature)
 from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, scores_log2, store_head
 
@@ -217,37 +218,68 @@ def window_attention_fwd(
     """
     if checked:
         check_launch_args(qkv, table, num_heads, window, shift, pad_qkv, table_window)
+    out_rows, out_stride = as_rows(out) if out is not None else (None, None)
+    autotune = _autotuning()
+    # A trusted eager call (checked=False: the op's) with no out buffer reuses its signature's plan. The
+    # kernels and the config function are in the key, so a replaced one (tests force configs) is not bypassed.
+    traced = not eager()
+    key = None if checked or out is not None or traced else (
+        tensor_signature(qkv), tensor_signature(table), tensor_signature(pad_qkv), tensor_signature(cosine_scale),
+        num_heads, window, shift, scale, shift_before_pad, table_window, mask_value, return_lse, autotune,
+        _heuristic_config, _window_attention_fwd_kernel, _window_attention_fwd_autotuned)
+    plan = _PLANS.get(key, lambda: _forward_plan(qkv, table, num_heads, window, shift, scale, pad_qkv,
+                                                 shift_before_pad, table_window, cosine_scale, mask_value,
+                                                 return_lse, out_stride, autotune))
+    if out is None:  # allocated here: contiguous, nothing to check (and nothing to read under fake tensors)
+        out = torch.empty(plan.out_shape, device=qkv.device, dtype=qkv.dtype)
+    else:
+        check_output("out", out, out_rows, out_stride, plan.out_shape, qkv)
+    # Arguments a constexpr switches off (no lse, no pad vector, no cosine) are never read: placeholders.
+    lse = (torch.empty(plan.lse_shape, device=qkv.device, dtype=torch.float32) if return_lse
+           else placeholder(out, traced))
+    pad = pad_qkv.to(qkv.dtype).contiguous() if plan.has_pad else placeholder(qkv, traced)
+    cos = cosine_scale.contiguous() if cosine_scale is not None else placeholder(out, traced)
+    # The kernel takes each map by its first element and row stride (the plan's): the 4-D tensors themselves.
+    with launch_device(qkv):
+        plan.launch(qkv if plan.qkv_rows else qkv.contiguous(), pad, head_major(table), cos, out, lse)
+    return out, (lse if return_lse else None)
+
+
+class _ForwardPlan(NamedTuple):
+    """What a forward call's metadata decides (see ``PlanCache``)."""
+
+    out_shape: tuple  # [B, H, W, C]
+    lse_shape: tuple  # [B * nW, heads, N]
+    qkv_rows: bool  # qkv's rows flatten as they are; else it is copied (contiguous) per call
+    has_pad: bool
+    launch: Launch
+
+
+_PLANS = PlanCache()
+
+
+def _forward_plan(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
+                  cosine_scale, mask_value, return_lse, out_stride, autotune) -> _ForwardPlan:
+    """The launch of a forward call, from its metadata alone (nothing is read or allocated; a table that is not
+    head-major is copied once, for its strides)."""
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     check_kernel_inputs(qkv, table, g.head_dim, g.tokens, cosine_scale, num_heads)
-    qkv_rows, qkv_stride = as_rows(qkv)
-    if out is None:  # allocated here: contiguous, nothing to check (and nothing to read under fake tensors)
-        out = torch.empty((g.B, g.H, g.W, g.C), device=qkv.device, dtype=qkv.dtype)
-        out_rows, out_stride = out.view(-1, g.C), g.C
-    else:
-        out_rows, out_stride = as_rows(out)
-        check_output("out", out, out_rows, out_stride, (g.B, g.H, g.W, g.C), qkv)
-    lse = (torch.empty((g.B * g.n_win, num_heads, g.tokens), device=qkv.device, dtype=torch.float32)
-           if return_lse else placeholder(out_rows))
-    pad, has_pad = g.pad_vector(pad_qkv, qkv_rows)
+    qkv_as_is, qkv_stride = row_layout(qkv)
+    has_pad = g.padded and pad_qkv is not None  # without pad_qkv, padding tokens are zeros (the masked loads)
     # With cosine_scale the kernel multiplies the head's temperature into qk_scale (= log2(e) then).
     scale = 1.0 if cosine_scale is not None else g.head_dim**-0.5 if scale is None else scale
-    cos = cosine_scale.contiguous() if cosine_scale is not None else placeholder(out_rows)
-
     windows = g.B * g.n_win
-    table = head_major(table)
-    args = (qkv_rows, pad, table, cos, out_rows, lse, qkv_stride, out_stride, table.stride(0), table.stride(1),
-            *g.geometry_args(), g.C, scale * LOG2E, windows)
+    out_stride = g.C if out_stride is None else out_stride  # None: allocated contiguous
+    scalars = (qkv_stride, out_stride, *head_major(table).stride(), *g.geometry_args(), g.C, scale * LOG2E, windows)
     constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad, cosine_scale is not None, mask_value))
-    with launch_device(qkv):
-        if _autotuning():
-            def grid(meta):
-                return (cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * cdiv(g.tokens, meta["BLOCK_M"]),
-                        num_heads)
+    if autotune:
+        def grid(meta):
+            return cdiv(windows, meta["WINDOWS_PER_PROGRAM"]) * cdiv(g.tokens, meta["BLOCK_M"]), num_heads
 
-            launch(_window_attention_fwd_autotuned, grid, *args, **constexprs)
-        else:
-            config = _heuristic_config(*g.window, qkv.dtype, g.block_d)
-            grid = (windows * cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
-            launch(_window_attention_fwd_kernel, grid, *args, **constexprs, **config.kwargs,
-                   num_warps=config.num_warps, num_stages=config.num_stages)
-    return out, (lse if return_lse else None)
+        run = Launch(_window_attention_fwd_autotuned, grid, scalars, constexprs)
+    else:
+        config = _heuristic_config(*g.window, qkv.dtype, g.block_d)
+        grid = (windows * cdiv(g.tokens, config.kwargs["BLOCK_M"]), num_heads)  # a window per program
+        run = Launch(_window_attention_fwd_kernel, grid, scalars,
+                     dict(constexprs, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages))
+    return _ForwardPlan((g.B, g.H, g.W, g.C), (windows, num_heads, g.tokens), qkv_as_is, has_pad, run)

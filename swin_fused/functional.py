@@ -37,13 +37,20 @@ def _fused_supports(qkv: torch.Tensor, dropout_p: float, backend: Optional[str])
 
 
 def _fused_op():
-    """The fused op, imported on first use (so importing swin_fused needs neither Triton nor a GPU)."""
-    try:
-        from .ops import fused_window_attention
-    except ImportError as e:
-        raise RuntimeError(f"the 'triton' backend needs Triton (pip install triton; Linux with a CUDA GPU, or "
-                           f"TRITON_INTERPRET=1 on the CPU): {e}") from e
-    return fused_window_attention
+    """The fused op, imported on first use (so importing swin_fused needs neither Triton nor a GPU), then kept:
+    an import statement on every call costs about a microsecond."""
+    global _FUSED_OP
+    if _FUSED_OP is None:
+        try:
+            from .ops import fused_window_attention
+        except ImportError as e:
+            raise RuntimeError(f"the 'triton' backend needs Triton (pip install triton; Linux with a CUDA GPU, or "
+                               f"TRITON_INTERPRET=1 on the CPU): {e}") from e
+        _FUSED_OP = fused_window_attention
+    return _FUSED_OP
+
+
+_FUSED_OP = None
 
 
 def window_attention(

@@ -133,6 +133,21 @@ def test_a_grid_function_gets_every_parameter_by_name(direct):
     assert seen[-1] == {"X": x, "n": 128, "scale": 1.0, "BLOCK": 32, "FLAG": True}
 
 
+def test_a_resolved_launch_shares_the_class_of_the_same_call(direct):
+    """``Launch`` (what launchers keep per plan) classifies only its tensors per call, its scalars once: a call
+    through it and the same call through ``launch`` are one launch class (one compile), and a misaligned tensor
+    is still a new one."""
+    kernel = Kernel()
+    x = torch.zeros(64, dtype=torch.float16)
+    resolved = launch_module.Launch(kernel, (2,), (32, 0.5), dict(BLOCK=16, FLAG=True))
+    launch_module.launch(kernel, (2,), x, 32, 0.5, BLOCK=16, FLAG=True)
+    resolved(x)
+    resolved(x[1:])
+    resolved(x[1:])
+    assert _kinds(kernel.log) == ["triton", "direct", "triton", "direct"]
+    assert kernel.log[1][2] == (x, 32, 0.5, 16, True)
+
+
 def test_debug_and_hooks_take_triton_s_path(direct, monkeypatch):
     """Triton's debug mode makes another binary (a new class); pre-run hooks run only on Triton's path."""
     from triton import knobs
@@ -178,9 +193,9 @@ def test_direct_launches_equal_triton_on_cuda(monkeypatch, window, shift, dtype,
     direct_calls = []
     real = launch_module._direct_launch
 
-    def counted(kernel, grid, args, kwargs):
+    def counted(kernel, grid, args, kwargs, classes):
         before = len(launch_module._COMPILED)
-        real(kernel, grid, args, kwargs)
+        real(kernel, grid, args, kwargs, classes)
         direct_calls.append(len(launch_module._COMPILED) == before)  # True: launched a cached kernel
 
     monkeypatch.setattr(launch_module, "_direct_launch", counted)
