@@ -8,7 +8,8 @@
 # up to 6 minutes (REPORT_SCALE=2 doubles them). Benchmarks also stop themselves before their limit
 # (SWIN_FUSED_BENCH_BUDGET_S) and append each result to bench.jsonl as they go, so a step cut short still leaves
 # its numbers. A failing step is recorded in steps.txt and the report goes on. REPORT_STEPS=a,b,... runs only
-# the named steps (and enables bench-compiled, the torch.compile rows, which do not fit in the 6 minutes);
+# the named steps (and enables bench-compiled and profile-compiled, the torch.compile rows and the compiled
+# training step's profile, which do not fit in the 6 minutes);
 # REPORT_OP_SHAPES=all benchmarks the op at every stage shape. REPORT_TARBALL=PATH packs the folder into one
 # file at the end. Works offline: the package is installed with --no-deps (REPORT_SKIP_INSTALL=1 skips that,
 # for an environment that already has it).
@@ -116,14 +117,18 @@ V2-B384 s1 96x96 C128 h4 w24,V2-T/S s1 64x64 C96 h3 w8,V2-T/S s3" \
     step bench-models-v2 32 env SWIN_FUSED_BENCH_BUDGET_S=27 \
         python -m pytest bench/test_bench_models_v2.py -k "eager" --benchmark-only -q -p no:cacheprovider \
         --benchmark-json="$OUTDIR/bench-models-v2.json"
-    # torch.compile rows (default and max-autotune at the throughput batch, reduce-overhead at batch 1), Swin-T.
-    # Not in the 6 minutes: each compile takes 30 s or more on a fresh machine (max-autotune minutes). Run it with
-    # REPORT_STEPS=bench-compiled (plus summarize) on a warm machine.
+    # torch.compile rows (default and max-autotune at the throughput batch, reduce-overhead at batch 1), Swin-T,
+    # then the compiled training step profiled (batch 128, its bench batch: two warm-up steps compile it first):
+    # time by category and the "largest non-GEMM cost" line, what the next fusion should target. Not in the 6
+    # minutes: each compile takes 30 s or more on a fresh machine (max-autotune minutes). Run them with
+    # REPORT_STEPS=bench-compiled,profile-compiled,summarize on a warm machine.
     if [ -n "${REPORT_STEPS:-}" ]; then
         step bench-compiled 120 env SWIN_FUSED_BENCH_BUDGET_S=100 SWIN_FUSED_BENCH_MODELS=tiny \
             python -m pytest bench/test_bench_models.py -k "compiled or max-autotune or reduce-overhead" \
             --benchmark-only -q -p no:cacheprovider \
             --benchmark-json="$OUTDIR/bench-compiled.json"
+        step profile-compiled 150 python -m swin_fused profile --model swin_tiny_patch4_window7_224 --mode train \
+            --batch 128 --compile default --steps 3 --no-progress --json "$OUTDIR/profile-compiled.json"
     fi
 
     # Nsight Compute on the fused kernels alone (bench/ncu_kernels.py brackets one forward + backward per shape in
@@ -140,8 +145,9 @@ V2-B384 s1 96x96 C128 h4 w24,V2-T/S s1 64x64 C96 h3 w8,V2-T/S s3" \
 
     # Host microseconds per launch: empty Triton kernels with 1 and 11 pointers, the fused launchers, the op.
     step launch-overhead 10 env SWIN_FUSED_AUTOTUNE=0 python bench/launch_overhead.py
+    # The eager training step by kernel, then by category (profile.json: per step, with the environment).
     step profile 15 python -m swin_fused profile --mode train --batch 64 --steps 3 --no-progress \
-        --trace "$OUTDIR/profile-trace.json"
+        --trace "$OUTDIR/profile-trace.json" --json "$OUTDIR/profile.json"
     # Roofline of the kernels' device time at three shapes: many windows, few windows (many heads), 12 x 12.
     roof_shapes="T/S s1 56x56 C96 h3 w7 shift3,T/S s3 14x14 C384 h12 w7 shift3,B384 s1 96x96 C128 h4 w12 shift6"
     step roofline 16 python -m swin_fused roofline --iters 10 --shapes "$roof_shapes" --no-progress \

@@ -98,9 +98,11 @@ def test_bench_compares_a_v2_model_with_timm_and_torchvision(capsys, tmp_path):
 
 
 def test_profile_prints_kernel_table_and_writes_trace(capsys, tmp_path):
-    trace = tmp_path / "trace.json"
+    from swin_fused.tools.profiling import CATEGORIES
+
+    trace, breakdown = tmp_path / "trace.json", tmp_path / "profile.json"
     code, out, _ = run_cli(capsys, "profile", "--mode", "train", "--steps", "1", "--warmup", "0", "--row-limit", "400",
-                           "--no-progress", "--trace", str(trace))
+                           "--no-progress", "--trace", str(trace), "--json", str(breakdown))
     assert code == 0
     assert "sorted by self_cpu_time_total" in out
     for name in ("aten::addmm", "swin_fused.step", "forward", "backward", "optimizer"):
@@ -108,6 +110,18 @@ def test_profile_prints_kernel_table_and_writes_trace(capsys, tmp_path):
     assert "_window_attention_fwd_kernel" in out and "skipped, needs CUDA" in out
     events = json.loads(trace.read_text())["traceEvents"]
     assert any(e.get("name") == "swin_fused.step" for e in events)
+    # The category breakdown after the table, and as JSON: the CPU's self time of every op, GEMMs included.
+    assert "self CPU time (every op) per step by category, 1 profiled step(s):" in out
+    assert out.rstrip().splitlines()[-1].startswith("largest non-GEMM cost: ")
+    data = json.loads(breakdown.read_text())
+    assert (data["model"], data["mode"], data["batch"], data["dtype"], data["compile"], data["steps"]) == (
+        "swin_tiny_patch4_window7_224", "train", 1, "float32", "none", 1)
+    assert data["environment"]["device_type"] == "cpu" and data["environment"]["commit"]
+    assert list(data["categories"]) == list(CATEGORIES)
+    gemm = data["categories"]["gemm"]
+    assert gemm["us_per_step"] > 0 and {t["name"] for t in gemm["top"]} & {"aten::addmm", "aten::mm", "aten::bmm"}
+    assert sum(c["share_pct"] for c in data["categories"].values()) == pytest.approx(100)
+    assert data["largest_non_gemm"]["category"] not in ("gemm", "other")
 
 
 def test_profile_on_a_cpu_keeps_the_profilers_gpu_noise_out_of_stderr():

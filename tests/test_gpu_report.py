@@ -6,6 +6,7 @@ must say why they do nothing on a machine without CUDA instead of failing somewh
 """
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_report.sh"
-OPT_IN = {"bench-compiled"}  # run only when named in REPORT_STEPS
+OPT_IN = {"bench-compiled", "profile-compiled"}  # run only when named in REPORT_STEPS
 
 
 def step_limits():
@@ -30,6 +31,29 @@ def test_default_steps_fit_in_six_minutes():
             "roofline", "table"} <= set(limits)
     default = sum(v for k, v in limits.items() if k not in OPT_IN)
     assert default <= 360, f"default step limits sum to {default} s: {limits}"
+
+
+def test_opt_in_steps_are_the_ones_only_report_steps_reaches():
+    """The default-time check above leaves OPT_IN out, so OPT_IN must be exactly the steps inside the
+    ``if [ -n "${REPORT_STEPS:-}" ]`` blocks."""
+    blocks = re.findall(r'^\s*if \[ -n "\$\{REPORT_STEPS:-\}" \]; then\n(.*?)^\s*fi$', SCRIPT.read_text(),
+                        re.MULTILINE | re.DOTALL)
+    gated = {name for block in blocks for name in re.findall(r"^\s*step ([a-z0-9-]+) \d+ ", block, re.MULTILINE)}
+    assert gated == OPT_IN
+
+
+def test_profile_steps_parse_and_write_their_breakdown():
+    """Both profile steps' command lines, as the command's own parser reads them."""
+    from swin_fused.tools.cli import build_parser
+
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    steps = dict(re.findall(r"^\s*step (profile(?:-compiled)?) \d+ python -m swin_fused (.*)$", text, re.MULTILINE))
+    parse = lambda name: build_parser().parse_args(shlex.split(steps[name].replace("$OUTDIR", "/report")))
+    eager, compiled = parse("profile"), parse("profile-compiled")
+    assert (eager.compile, eager.json) == ("none", "/report/profile.json")
+    assert (compiled.model, compiled.mode, compiled.batch, compiled.compile, compiled.steps, compiled.json) == (
+        "swin_tiny_patch4_window7_224", "train", 128, "default", 3, "/report/profile-compiled.json")
+    assert compiled.warmup is None  # the compiled default: enough warm-up steps to compile outside the window
 
 
 def test_every_script_the_report_calls_exists():
