@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -205,7 +206,7 @@ class PlanCache:
 
     def __init__(self):
         self._plans: dict = {}
-        _PLAN_CACHES.append(self)
+        _PLAN_CACHES.add(self)
 
     def get(self, key, build):
         """The plan for ``key``, made by ``build()`` on first use (``key`` None: not cached, e.g. while tracing)."""
@@ -225,7 +226,7 @@ class PlanCache:
         return len(self._plans)
 
 
-_PLAN_CACHES: list = []
+_PLAN_CACHES: "weakref.WeakSet[PlanCache]" = weakref.WeakSet()
 
 
 def clear_plans() -> None:
@@ -354,6 +355,14 @@ def head_major(table: torch.Tensor) -> torch.Tensor:
     (2Wh-1)(2Ww-1) x heads values, not an expanded ``[heads, N, N]`` bias.
     """
     return table if table.stride(0) == 1 else table.t().contiguous().t()
+
+
+def head_major_strides(table: torch.Tensor) -> Tuple[int, int]:
+    """The strides ``head_major(table)`` has, without copying (its branches: kept as is, or ``contiguous()``
+    keeps a transpose that already is contiguous, or copies it)."""
+    if table.stride(0) == 1 or table.t().is_contiguous():
+        return tuple(table.stride())
+    return 1, table.shape[0]
 
 
 class WindowGrid(NamedTuple):

@@ -58,8 +58,8 @@ import triton.language as tl
 from ..geometry import MASK_VALUE
 from .indexing import in_window_coords, relative_key, token_tile
 from .launch import (LOG2E, Launch, PlanCache, WindowGrid, as_rows, autotuning, cdiv, check_kernel_inputs,
-                     check_launch_args, check_output, eager, head_major, launch_device, next_power_of_2, placeholder,
-                     row_layout, tensor_signature)
+                     check_launch_args, check_output, eager, head_major, head_major_strides, launch_device,
+                     next_power_of_2, placeholder, row_layout, tensor_signature)
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, normalize_rows_grad, scores_log2, store_head
 
 Pair = Tuple[int, int]
@@ -599,7 +599,7 @@ def window_attention_bwd(
         tensor_signature(dout), tensor_signature(qkv), tensor_signature(lse), tensor_signature(table),
         tensor_signature(pad_qkv), tensor_signature(cosine_scale), num_heads, window, shift, scale,
         shift_before_pad, table_window, mask_value, autotune, bwd_launch_config, _windows_per_program,
-        _window_attention_bwd_kernel, _window_attention_bwd_autotuned)
+        _window_attention_bwd_kernel, _window_attention_bwd_autotuned, RESIDENT_KEYS, SCRATCH_BYTES, ROWS_BLOCK)
     plan = _PLANS.get(key, lambda: _backward_plan(dout, qkv, lse, table, num_heads, window, shift, scale, pad_qkv,
                                                   shift_before_pad, table_window, cosine_scale, mask_value,
                                                   dqkv_stride, autotune))
@@ -660,8 +660,8 @@ _PLANS = PlanCache()
 
 def _backward_plan(dout, qkv, lse, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
                    cosine_scale, mask_value, dqkv_stride, autotune) -> _BackwardPlan:
-    """The launch of a backward call, from its metadata alone (nothing is read or allocated; a table that is
-    not head-major is copied once, for its strides), with the checks of what the kernel supports."""
+    """The launch of a backward call, from its metadata alone (nothing is read, copied or allocated), with the
+    checks of what the kernel supports."""
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     N = g.tokens
     check_kernel_inputs(qkv, table, g.head_dim, N, cosine_scale, num_heads)
@@ -691,7 +691,7 @@ def _backward_plan(dout, qkv, lse, table, num_heads, window, shift, scale, pad_q
     n_programs = cdiv(n_windows, per_program)
     cosine = cosine_scale is not None
     scale = 1.0 if cosine else g.head_dim**-0.5 if scale is None else scale  # cosine: qk_scale = log2(e)
-    scalars = (qkv_stride, dout_stride, 3 * g.C if dqkv_stride is None else dqkv_stride, *head_major(table).stride(),
+    scalars = (qkv_stride, dout_stride, 3 * g.C if dqkv_stride is None else dqkv_stride, *head_major_strides(table),
                *g.geometry_args(), n_windows, g.C, scale * LOG2E, scale)
     constexprs = dict(WINDOWS_PER_PROGRAM=per_program, ROWS_BLOCK=ROWS_BLOCK,
                       **g.constexprs(qkv.dtype, has_pad, cosine, mask_value))

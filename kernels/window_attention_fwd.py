@@ -29,8 +29,8 @@ import triton.language as tl
 from ..geometry import MASK_VALUE
 from .indexing import token_tile
 from .launch import (ERROR_FLOOR, LOG2E, Launch, PlanCache, WindowGrid, as_rows, cdiv,  # noqa: F401
-                     check_kernel_inputs, check_launch_args, check_output, eager, head_major, launch_device,
-                     next_power_of_2, placeholder, row_layout, tensor_signature)
+                     check_kernel_inputs, check_launch_args, check_output, eager, head_major, head_major_strides,
+                     launch_device, next_power_of_2, placeholder, row_layout, tensor_signature)
 from .launch import autotuning as _autotuning
 from .tiles import bias_tile, load_head, load_kv, normalize_rows, scores_log2, store_head
 
@@ -260,8 +260,7 @@ _PLANS = PlanCache()
 
 def _forward_plan(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
                   cosine_scale, mask_value, return_lse, out_stride, autotune) -> _ForwardPlan:
-    """The launch of a forward call, from its metadata alone (nothing is read or allocated; a table that is not
-    head-major is copied once, for its strides)."""
+    """The launch of a forward call, from its metadata alone (nothing is read, copied or allocated)."""
     g = WindowGrid.of(qkv, num_heads, window, shift, table_window, shift_before_pad)
     check_kernel_inputs(qkv, table, g.head_dim, g.tokens, cosine_scale, num_heads)
     qkv_as_is, qkv_stride = row_layout(qkv)
@@ -270,7 +269,7 @@ def _forward_plan(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_be
     scale = 1.0 if cosine_scale is not None else g.head_dim**-0.5 if scale is None else scale
     windows = g.B * g.n_win
     out_stride = g.C if out_stride is None else out_stride  # None: allocated contiguous
-    scalars = (qkv_stride, out_stride, *head_major(table).stride(), *g.geometry_args(), g.C, scale * LOG2E, windows)
+    scalars = (qkv_stride, out_stride, *head_major_strides(table), *g.geometry_args(), g.C, scale * LOG2E, windows)
     constexprs = dict(STORE_LSE=return_lse, **g.constexprs(qkv.dtype, has_pad, cosine_scale is not None, mask_value))
     if autotune:
         def grid(meta):

@@ -37,20 +37,21 @@ def _fused_supports(qkv: torch.Tensor, dropout_p: float, backend: Optional[str])
 
 
 def _fused_op():
-    """The fused op, imported on first use (so importing swin_fused needs neither Triton nor a GPU), then kept:
-    an import statement on every call costs about a microsecond."""
-    global _FUSED_OP
-    if _FUSED_OP is None:
+    """The fused op, its module imported on first use (so importing swin_fused needs neither Triton nor a GPU)
+    and kept (an import statement costs about a microsecond a call); the function is looked up on every call,
+    so a replaced one (tests spy on it) is what runs."""
+    global _OPS
+    if _OPS is None:
         try:
-            from .ops import fused_window_attention
+            from . import ops
         except ImportError as e:
             raise RuntimeError(f"the 'triton' backend needs Triton (pip install triton; Linux with a CUDA GPU, or "
                                f"TRITON_INTERPRET=1 on the CPU): {e}") from e
-        _FUSED_OP = fused_window_attention
-    return _FUSED_OP
+        _OPS = ops
+    return _OPS.fused_window_attention
 
 
-_FUSED_OP = None
+_OPS = None
 
 
 def window_attention(

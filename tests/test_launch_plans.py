@@ -91,6 +91,8 @@ def test_what_a_plan_depends_on_makes_a_new_one(builds):
 
 def test_a_replaced_config_function_is_not_bypassed(builds, monkeypatch):
     """Tests force configs by replacing the launchers' config functions: a cached plan must not hide that."""
+    monkeypatch.setattr(fwd_module, "_autotuning", lambda: False)  # the heuristic config, not the autotuner
+    monkeypatch.setattr(bwd_module, "autotuning", lambda: False)
     qkv, table, pad = _inputs()
     _run(qkv, table, pad)
     seen = {"fwd": 0, "bwd": 0}
