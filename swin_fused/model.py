@@ -20,6 +20,7 @@ import torch.utils.checkpoint as checkpoint
 
 from .functional import window_attention
 from .geometry import padded_size, relative_position_index, same_index, shift_mask, to_2tuple
+from .norm import layer_norm
 from .reference import relative_position_bias
 from .semantics import size_rule
 
@@ -350,8 +351,10 @@ class SwinTransformerBlock(nn.Module):
 
     def _forward_map(self, x: torch.Tensor) -> torch.Tensor:
         window, shift = self.window_and_shift(x.shape[1], x.shape[2])
-        x = x + self.drop_path(self.attn.forward_map(self.norm1(x), window, shift, self.rule.shift_before_pad))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        # Both norms feed a Linear (qkv, fc1): fused, they write its autocast dtype directly (swin_fused.norm).
+        x = x + self.drop_path(self.attn.forward_map(layer_norm(self.norm1, x, feeds_linear=True), window, shift,
+                                                     self.rule.shift_before_pad))
+        return x + self.drop_path(self.mlp(layer_norm(self.norm2, x, feeds_linear=True)))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, input_resolution={self.input_resolution}, num_heads={self.num_heads}, "
@@ -408,7 +411,7 @@ class PatchMerging(nn.Module):
         # x[:, 1::2, 1::2]: channel block 2 * (column offset) + (row offset). One permuted copy; the four strided
         # slices' backward would zero-fill and copy the whole map eight times.
         x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
-        return self.reduction(self.norm(x))
+        return self.reduction(layer_norm(self.norm, x, feeds_linear=True))
 
     def extra_repr(self) -> str:
         return f"input_resolution={self.input_resolution}, dim={self.dim}"

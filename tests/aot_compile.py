@@ -33,6 +33,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
 
+from swin_fused.kernels import layer_norm as ln  # noqa: E402
 from swin_fused.kernels import window_attention_bwd as bwd  # noqa: E402
 from swin_fused.kernels import window_attention_fwd as fwd  # noqa: E402
 from swin_fused.kernels.launch import WindowGrid  # noqa: E402
@@ -45,7 +46,9 @@ TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 FLOAT_SCALARS = {"qk_scale", "sm_scale"}
 #: Integer arguments a launch typically specializes as divisible by 16 (row strides 3C and C, C itself, for
 #: C a multiple of 16 as in every Swin config): what makes the token loads 16-byte vectors.
-ALIGNED_INTS = {"qkv_row_stride", "out_row_stride", "dout_row_stride", "dqkv_row_stride", "C"}
+ALIGNED_INTS = {"qkv_row_stride", "out_row_stride", "dout_row_stride", "dqkv_row_stride", "C", "x_row_stride",
+                "dy_row_stride"}
+FLOAT_SCALARS = FLOAT_SCALARS | {"eps"}
 #: Integer arguments that are 1 at every launch, which Triton specializes as constants: the bias table's row
 #: stride (the launchers pass the table head by head, ``launch.head_major``).
 UNIT_INTS = {"stride_tr"}
@@ -200,9 +203,26 @@ def wide_head_variants():
                        c.num_warps, c.num_stages)
 
 
-#: What ``--kernels`` selects: the forward's and the backward's variants and Swin V2's cosine ones (all for the
-#: first ``--arch``, a smoke test of two for the others), and the heuristic wide-head launches (on the target with the least shared memory).
-KERNEL_SETS = ("fwd", "bwd", "wide", "cosine")
+def layer_norm_variants(quick):
+    """The fused LayerNorm's forward and backward at every Swin width (C = 96 .. 1536 and the 4C merge norms up
+    to 3072; 4096 is the limit), fp32 residual stream in, the autocast dtype out (and fp32 / fp16 throughout)."""
+    widths = (96, 768) if quick else (96, 128, 192, 384, 512, 768, 1024, 1536, 3072, 4096)
+    for C in widths:
+        block_c, rows, warps = ln.rows_config(C)
+        for x_type, y_type in (("fp32", "bf16"),) if quick else (("fp32", "bf16"), ("fp32", "fp32"),
+                                                                  ("fp16", "fp16")):
+            consts = dict(BLOCK_C=block_c, ROWS=rows)
+            yield (f"layer_norm fwd C{C} {x_type}->{y_type} ROWS{rows} warps{warps}", ln._layer_norm_fwd_kernel,
+                   dict(X=x_type, W="fp32", B="fp32", Y=y_type, MEAN="fp32", RSTD="fp32"), consts, warps, 1)
+            yield (f"layer_norm bwd C{C} {x_type} dy {y_type} ROWS{rows} warps{warps}", ln._layer_norm_bwd_kernel,
+                   dict(DY=y_type, X=x_type, W="fp32", MEAN="fp32", RSTD="fp32", DX=x_type, DW_PARTIAL="fp32",
+                        DB_PARTIAL="fp32"), consts, warps, 1)
+
+
+#: What ``--kernels`` selects: the forward's and the backward's variants, Swin V2's cosine ones and the fused
+#: LayerNorm's (all for the first ``--arch``, a smoke test of two for the others), and the heuristic wide-head
+#: launches (on the target with the least shared memory).
+KERNEL_SETS = ("fwd", "bwd", "wide", "cosine", "norm")
 
 
 def main(argv=None) -> int:
@@ -214,7 +234,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     variants = ((list(forward_variants(args.quick)) if "fwd" in args.kernels else [])
                 + (list(backward_variants(args.quick)) if "bwd" in args.kernels else [])
-                + (list(cosine_variants(args.quick)) if "cosine" in args.kernels else []))
+                + (list(cosine_variants(args.quick)) if "cosine" in args.kernels else [])
+                + (list(layer_norm_variants(args.quick)) if "norm" in args.kernels else []))
     wide = [] if args.quick or "wide" not in args.kernels else list(wide_head_variants())
     smallest = min(args.arch, key=SHARED_LIMIT.get)  # the wide heads on the target with the least shared memory
     failures = 0

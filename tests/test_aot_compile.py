@@ -25,6 +25,7 @@ SETS = [
     ("bwd", ["90", "80"], "sm_90 bwd w12x12 bf16 BLOCK16 warps8 keys-resident BLOCK_N256"),
     ("wide", ["89"], "sm_89 bwd w7x7 fp16 d128"),  # wide heads fit 99 KB of shared memory
     ("cosine", ["90", "80"], "sm_90 bwd w24x24 bf16 d32 cosine"),  # Swin V2, windows up to 24x24
+    ("norm", ["90", "80"], "sm_90 layer_norm bwd C4096 fp32 dy bf16"),  # the fused LayerNorm, every width
 ]
 
 

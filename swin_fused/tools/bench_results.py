@@ -17,7 +17,7 @@ __all__ = ["Result", "load_results", "IMPL_ORDER", "pivot", "markdown_report", "
 
 #: Column order of implementations in tables and plots; unknown ones follow in first-seen order.
 IMPL_ORDER = (
-    "fused", "torch_path", "reference", "sdpa", "flex", "library", "timm",
+    "fused", "fused_attention", "torch_path", "reference", "sdpa", "flex", "library", "timm",
     *(f"{source}-{mode}" for source in ("ours-fused", "ours-torch_path", "timm", "torchvision")
       for mode in ("eager", "compiled", "max-autotune", "reduce-overhead")),
 )

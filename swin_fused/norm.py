@@ -1,0 +1,107 @@
+"""The blocks' LayerNorms through the fused kernel (``kernels/layer_norm.py``) where it applies.
+
+:func:`layer_norm` is ``norm(x)`` with the same values, computed by the fused kernel in plain eager CUDA calls
+with the Triton backend: the statistics and affine transform in fp32 whatever the dtypes, as PyTorch's CUDA
+LayerNorm does, the output written once in the dtype its consumer reads. Under autocast, PyTorch runs a
+LayerNorm in fp32 and the Linear after it casts the fp32 output to the autocast dtype; with ``feeds_linear``
+the kernel writes that dtype directly (the same values as the cast, without the fp32 round trip through
+memory). Everything else (torch.compile, which fuses norms itself; export; dispatch modes; torch.func; the CPU;
+other norm layers) calls ``norm(x)``, as does everything with ``SWIN_FUSED_NORM=0`` in the environment (read at
+import) or inside ``use_fused_norms(False)`` (the benchmarks' "before" row).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .backend import resolve_backend
+
+__all__ = ["layer_norm", "use_fused_norms"]
+
+_enabled = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")
+
+
+@contextlib.contextmanager
+def use_fused_norms(enabled: bool) -> Iterator[None]:
+    """``with use_fused_norms(False): ...`` runs the block with PyTorch's LayerNorms (process-wide), then restores
+    the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> torch.Tensor:
+    """``norm(x)`` for a block's ``norm`` (``[..., C]`` tokens), fused where it applies (see the module
+    docstring). ``feeds_linear``: the output goes straight into an ``nn.Linear`` (qkv, fc1, a merge's reduction),
+    so under autocast it may be written in the autocast dtype."""
+    if not _fused_applies(norm, x):
+        return norm(x)
+    autocast = torch.is_autocast_enabled(x.device.type)
+    if autocast:
+        out_dtype = torch.get_autocast_dtype(x.device.type) if feeds_linear else torch.float32
+    else:
+        out_dtype = x.dtype
+    return _FusedLayerNorm.apply(x, norm.weight, norm.bias, norm.eps, out_dtype)
+
+
+def _fused_applies(norm: nn.Module, x: torch.Tensor) -> bool:
+    # torch.compile first: it traces this function (and fuses the norm with its neighbours itself)
+    return (_enabled and _on_gpu(x) and not torch.compiler.is_compiling() and type(norm) is nn.LayerNorm
+            and norm.elementwise_affine and norm.bias is not None and len(norm.normalized_shape) == 1
+            and x.dtype in _DTYPES and _plain_eager() and resolve_backend(x, None) == "triton")
+
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _on_gpu(x: torch.Tensor) -> bool:
+    """CUDA tensors only: under Triton's interpreter the norms would cost every CPU model test minutes (the
+    tests run the kernels on the CPU through this seam, replaced)."""
+    return x.is_cuda
+
+
+def _plain_eager() -> bool:
+    """No torch.compile / export, no dispatch mode, no torch.func transform (see ops._plain_eager)."""
+    from .ops import _plain_eager as plain
+
+    return plain()
+
+
+class _FusedLayerNorm(torch.autograd.Function):
+    """LayerNorm through the fused kernels; saves x and the fp32 row statistics (as PyTorch's does)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype):
+        from .kernels.layer_norm import layer_norm_fwd
+
+        y, mean, rstd = layer_norm_fwd(x, weight, bias, eps, out_dtype)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.eps, ctx.out_dtype = eps, out_dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from .kernels.layer_norm import layer_norm_bwd
+
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True, e.g. a gradient penalty
+            return (*_differentiable_gradients(dy, x, weight, bias, ctx.eps, ctx.out_dtype), None, None)
+        dx, dw, db = layer_norm_bwd(dy, x, weight, mean, rstd)
+        return dx, dw.to(weight.dtype), db.to(bias.dtype), None, None
+
+
+def _differentiable_gradients(dy, x, weight, bias, eps, out_dtype):
+    """Gradients that are themselves differentiable, for ``create_graph=True``: PyTorch's LayerNorm recomputed
+    from the saved inputs (in fp32, as the kernel computes) and differentiated with ``create_graph``."""
+    inputs = (x, weight, bias)
+    leaves = [t for t in inputs if t.requires_grad]
+    out = torch.nn.functional.layer_norm(x.float(), x.shape[-1:], weight.float(), bias.float(), eps).to(out_dtype)
+    grads = iter(torch.autograd.grad(out, leaves, dy, create_graph=True, allow_unused=True))
+    return tuple(next(grads) if t.requires_grad else None for t in inputs)
