@@ -12,8 +12,8 @@ transform, one rounding at the store), and
 the backward reads x, dy and the saved row statistics once, writing dx and fixed-order per-program partials of
 dweight and dbias (no atomics: bit-reproducible).
 
-Supports: C up to ``MAX_CHANNELS`` (Swin-L's 1536-channel stage 4 and its 4C patch-merging norm, 3072 ... up to
-4096), any number of rows, x in fp32/fp16/bf16, the output in any of those, weight and bias present (the only
+Supports: C up to ``MAX_CHANNELS`` = 4096 (Swin-L's widest norms: 1536 channels in stage 4, 3072 in the merge
+into it; wider ones stay PyTorch's, see ``swin_fused/norm.py``), any number of rows, x in fp32/fp16/bf16, the output in any of those, weight and bias present (the only
 LayerNorm a Swin block has), any eps.
 """
 from __future__ import annotations
@@ -193,5 +193,6 @@ def layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean
         with launch_device(x):
             plan.launch(dy if plan.dy_as_is else dy.contiguous(), x if plan.x_as_is else x.contiguous(), weight,
                         mean, rstd, dx, partial[0], partial[1])
-    dw, db = partial.sum(1)  # fixed order over programs
-    return dx, dw, db
+    # Fixed order over programs; two sums, not one: views of one [2, C] result would make weight.grad and
+    # bias.grad share a storage (code that flattens or deduplicates gradients by storage would trip on it).
+    return dx, partial[0].sum(0), partial[1].sum(0)

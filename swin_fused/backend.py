@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend"]
+__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend", "plain_eager"]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -72,3 +72,18 @@ def resolve_backend(x: torch.Tensor, name: Optional[str] = None) -> str:
     if name == "auto":
         return "triton" if x.is_cuda else "torch"
     return name
+
+
+try:
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # an older torch: treat every call as traced (the fused ops then take their registered route)
+    def _in_dispatch_mode() -> bool:
+        return True
+
+
+def plain_eager() -> bool:
+    """True when nothing traces or transforms this call: no torch.compile / export, no dispatch mode (fake
+    tensors, make_fx, functionalization, FlopCounterMode) and no torch.func transform (whose wrapped tensors a
+    launch cannot take). The fused ops launch directly only then."""
+    return not (torch.compiler.is_compiling() or _in_dispatch_mode()
+                or torch._C._functorch.peek_interpreter_stack() is not None)

@@ -6,35 +6,48 @@ LayerNorm does, the output written once in the dtype its consumer reads. Under a
 LayerNorm in fp32 and the Linear after it casts the fp32 output to the autocast dtype; with ``feeds_linear``
 the kernel writes that dtype directly (the same values as the cast, without the fp32 round trip through
 memory). Everything else (torch.compile, which fuses norms itself; export; dispatch modes; torch.func; the CPU;
-other norm layers) calls ``norm(x)``, as does everything with ``SWIN_FUSED_NORM=0`` in the environment (read at
-import) or inside ``use_fused_norms(False)`` (the benchmarks' "before" row).
+other norm layers, hooked modules, tensor subclasses, more than the kernel's 4096 channels) calls ``norm(x)``, as
+does everything with ``SWIN_FUSED_NORM=0`` in the environment (read at import) or inside
+``use_fused_norms(False)`` (the benchmarks' "before" row).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
-from .backend import resolve_backend
+from .backend import plain_eager, resolve_backend
 
-__all__ = ["layer_norm", "use_fused_norms"]
+__all__ = ["layer_norm", "use_fused_norms", "fused_norms_enabled"]
 
-_enabled = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")
+_state = threading.local()
+_default = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")
+
+
+def fused_norms_enabled() -> bool:
+    """Whether the blocks' norms may take the fused kernel in this thread (``SWIN_FUSED_NORM``, read at import,
+    or :func:`use_fused_norms`)."""
+    return getattr(_state, "enabled", _default)
 
 
 @contextlib.contextmanager
 def use_fused_norms(enabled: bool) -> Iterator[None]:
-    """``with use_fused_norms(False): ...`` runs the block with PyTorch's LayerNorms (process-wide), then restores
-    the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(enabled)
+    """``with use_fused_norms(False): ...`` runs the block with PyTorch's LayerNorms in this thread (as
+    ``use_backend``), then restores the previous setting."""
+    previous = getattr(_state, "enabled", None)
+    _state.enabled = bool(enabled)
     try:
         yield
     finally:
-        _enabled = previous
+        if previous is None:
+            del _state.enabled
+        else:
+            _state.enabled = previous
 
 
 def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> torch.Tensor:
@@ -43,8 +56,7 @@ def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> 
     so under autocast it may be written in the autocast dtype."""
     if not _fused_applies(norm, x):
         return norm(x)
-    autocast = torch.is_autocast_enabled(x.device.type)
-    if autocast:
+    if torch.is_autocast_enabled(x.device.type):
         out_dtype = torch.get_autocast_dtype(x.device.type) if feeds_linear else torch.float32
     else:
         out_dtype = x.dtype
@@ -52,10 +64,29 @@ def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> 
 
 
 def _fused_applies(norm: nn.Module, x: torch.Tensor) -> bool:
-    # torch.compile first: it traces this function (and fuses the norm with its neighbours itself)
-    return (_enabled and _on_gpu(x) and not torch.compiler.is_compiling() and type(norm) is nn.LayerNorm
-            and norm.elementwise_affine and norm.bias is not None and len(norm.normalized_shape) == 1
-            and x.dtype in _DTYPES and _plain_eager() and resolve_backend(x, None) == "triton")
+    """A plain eager call on CUDA with the Triton backend, of a plain ``nn.LayerNorm`` over the last dimension
+    (with weight and bias, within the kernel's channels) whose ``__call__`` would do nothing but ``forward``: no
+    module hooks of its own or global ones, plain tensors (no subclass's ``__torch_function__``, no DTensor)."""
+    if torch.compiler.is_compiling():  # first: dynamo traces this function, and inductor fuses norms itself
+        return False
+    if not (fused_norms_enabled() and _on_gpu(x) and type(norm) is nn.LayerNorm and norm.elementwise_affine
+            and norm.bias is not None and len(norm.normalized_shape) == 1 and x.dtype in _DTYPES
+            and type(x) is torch.Tensor and type(norm.weight) is nn.Parameter and type(norm.bias) is nn.Parameter
+            and not _hooked(norm) and resolve_backend(x, None) == "triton" and plain_eager()):
+        return False
+    try:
+        from .kernels.layer_norm import MAX_CHANNELS
+    except ImportError:  # no Triton: the window attention says so; the norms stay PyTorch's
+        return False
+    return norm.normalized_shape[0] <= MAX_CHANNELS
+
+
+def _hooked(norm: nn.Module) -> bool:
+    """Whether ``norm(x)`` would run hooks (the module's own, or every module's), which the fused call skips."""
+    return bool(norm._forward_hooks or norm._forward_pre_hooks or norm._backward_hooks
+                or norm._backward_pre_hooks or _module._global_forward_hooks
+                or _module._global_forward_pre_hooks or _module._global_backward_hooks
+                or _module._global_backward_pre_hooks)
 
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -65,13 +96,6 @@ def _on_gpu(x: torch.Tensor) -> bool:
     """CUDA tensors only: under Triton's interpreter the norms would cost every CPU model test minutes (the
     tests run the kernels on the CPU through this seam, replaced)."""
     return x.is_cuda
-
-
-def _plain_eager() -> bool:
-    """No torch.compile / export, no dispatch mode, no torch.func transform (see ops._plain_eager)."""
-    from .ops import _plain_eager as plain
-
-    return plain()
 
 
 class _FusedLayerNorm(torch.autograd.Function):

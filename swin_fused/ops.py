@@ -29,12 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-try:
-    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-except ImportError:  # an older torch: every call goes through the registered op
-    def is_in_torch_dispatch_mode() -> bool:
-        return True
-
+from .backend import plain_eager
 from .kernels.launch import head_major
 from .kernels.window_attention_bwd import window_attention_bwd
 from .kernels.window_attention_fwd import window_attention_fwd
@@ -182,11 +177,8 @@ def _differentiable_gradients(dout, qkv, table, pad_qkv, cosine_scale, num_heads
 
 
 def _plain_eager() -> bool:
-    """True when nothing traces or transforms this call: no torch.compile / export, no dispatch mode (fake
-    tensors, make_fx, functionalization, FlopCounterMode) and no torch.func transform (whose wrapped tensors
-    a launch cannot take)."""
-    return not (torch.compiler.is_compiling() or is_in_torch_dispatch_mode()
-                or torch._C._functorch.peek_interpreter_stack() is not None)
+    """See :func:`swin_fused.backend.plain_eager` (looked up here, where the tests replace it)."""
+    return plain_eager()
 
 
 def fused_window_attention(

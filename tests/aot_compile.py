@@ -206,11 +206,11 @@ def wide_head_variants():
 def layer_norm_variants(quick):
     """The fused LayerNorm's forward and backward at every Swin width (C = 96 .. 1536 and the 4C merge norms up
     to 3072; 4096 is the limit), fp32 residual stream in, the autocast dtype out (and fp32 / fp16 throughout)."""
-    widths = (96, 768) if quick else (96, 128, 192, 384, 512, 768, 1024, 1536, 3072, 4096)
+    widths = (96, 768) if quick else (96, 100, 128, 192, 384, 512, 768, 1024, 1536, 3072, 4096)  # 100: masked lanes
     for C in widths:
         block_c, rows, warps = ln.rows_config(C)
-        for x_type, y_type in (("fp32", "bf16"),) if quick else (("fp32", "bf16"), ("fp32", "fp32"),
-                                                                  ("fp16", "fp16")):
+        for x_type, y_type in (("fp32", "bf16"),) if quick else (("fp32", "bf16"), ("fp32", "fp16"), ("fp32", "fp32"),
+                                                                  ("bf16", "bf16"), ("fp16", "fp16")):
             consts = dict(BLOCK_C=block_c, ROWS=rows)
             yield (f"layer_norm fwd C{C} {x_type}->{y_type} ROWS{rows} warps{warps}", ln._layer_norm_fwd_kernel,
                    dict(X=x_type, W="fp32", B="fp32", Y=y_type, MEAN="fp32", RSTD="fp32"), consts, warps, 1)

@@ -138,8 +138,18 @@ def test_bad_inputs_get_clear_errors():
                           torch.ones(2, device=DEVICE))
 
 
+class _Subclass(torch.Tensor):
+    pass
+
+
+class _LayerNormSubclass(torch.nn.LayerNorm):
+    pass
+
+
 def test_the_fused_norms_are_only_used_where_they_apply(monkeypatch):
-    """CPU tensors, the torch backend, other norm layers and traced calls keep ``norm(x)``."""
+    """Only a plain eager call of a plain, unhooked nn.LayerNorm within the kernel's channels, on the GPU with the
+    Triton backend, takes the fused kernel; everything else keeps ``norm(x)`` (whose hooks, subclass and
+    ``__torch_function__`` behaviour the fused call would skip)."""
     x = torch.randn(2, 8)
     calls = []
     monkeypatch.setattr(norm_module._FusedLayerNorm, "apply", lambda *a: calls.append(a) or a[0])
@@ -148,8 +158,19 @@ def test_the_fused_norms_are_only_used_where_they_apply(monkeypatch):
         norm_module.layer_norm(norm, x)  # a CPU tensor
         monkeypatch.setattr(norm_module, "_on_gpu", lambda x: True)
         norm_module.layer_norm(torch.nn.LayerNorm(8, elementwise_affine=False), x)
+        norm_module.layer_norm(torch.nn.LayerNorm(8, bias=False), x)
+        norm_module.layer_norm(_LayerNormSubclass(8), x)
         norm_module.layer_norm(torch.nn.GroupNorm(1, 8), x.view(2, 8, 1))
+        norm_module.layer_norm(torch.nn.LayerNorm(4097), torch.randn(2, 4097))  # wider than the kernel
+        norm_module.layer_norm(norm, x.as_subclass(_Subclass))
+        with norm_module.use_fused_norms(False):
+            norm_module.layer_norm(norm, x)
         torch.compile(lambda x: norm_module.layer_norm(norm, x), backend="eager", fullgraph=True)(x)
+        hooked = torch.nn.LayerNorm(8)
+        hooked.register_forward_hook(lambda module, args, out: out * 2)
+        assert torch.equal(norm_module.layer_norm(hooked, x), 2 * hooked.forward(x))
+        with torch.nn.modules.module.register_module_forward_pre_hook(lambda module, args: None):
+            norm_module.layer_norm(norm, x)
         assert not calls
         norm_module.layer_norm(norm, x)
         assert len(calls) == 1
@@ -158,35 +179,78 @@ def test_the_fused_norms_are_only_used_where_they_apply(monkeypatch):
     assert len(calls) == 1
 
 
+def test_many_programs_and_row_loops(monkeypatch):
+    """The GPU's shape of work on the CPU: tiles of two rows (a GPU tile is 1..32 rows), so the forward runs
+    thousands of programs and each backward program loops over several tiles before writing its partials."""
+    monkeypatch.setattr(ln, "rows_config", lambda C: (max(16, 1 << (C - 1).bit_length()), 2, 4))
+    x, w, b = _inputs((4099, 24), torch.float32)  # 2050 tiles of 2 rows: 684 backward programs of 3 tiles
+    dy = torch.randn_like(x)
+    want, want_grads = _grads(lambda *t: reference(*t, 1e-5), x, w, b, dy.double())
+    got, got_grads = _grads(lambda x, w, b: norm_module._FusedLayerNorm.apply(x, w, b, 1e-5, torch.float32),
+                            x, w, b, dy)
+    assert _error(got, want) <= 1e-5
+    for g, r in zip(got_grads, want_grads):
+        assert _error(g, r) <= 1e-5 * max(1.0, r.abs().max().item())
+
+
+def test_weight_and_bias_gradients_do_not_share_storage():
+    x, w, b = _inputs((3, 16), torch.float32)
+    _, (_, gw, gb) = _grads(lambda x, w, b: norm_module._FusedLayerNorm.apply(x, w, b, 1e-5, torch.float32),
+                            x, w, b, torch.ones_like(x))
+    assert gw.untyped_storage().data_ptr() != gb.untyped_storage().data_ptr()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16: the interpreter truncates)")
+@pytest.mark.parametrize("dtype, out_dtype", [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.bfloat16)])
+def test_bf16_on_cuda_matches_float64(dtype, out_dtype):
+    """The autocast case (fp32 residual stream in, bf16 out) and a bf16 model, at Swin widths, with the GPU's own
+    tiles; bf16 rounding only on the GPU (Triton's interpreter truncates to bf16)."""
+    for shape in ((2, 3136, 96), (5, 49, 768), (3, 7, 3072)):
+        x, w, b = _inputs(shape, dtype)
+        dy = torch.randn(shape, device=DEVICE).to(out_dtype)
+        want, want_grads = _grads(lambda *t: reference(*t, 1e-5), x, w, b, dy.double())
+        torch_out, torch_grads = _grads(
+            lambda x, w, b: F.layer_norm(x.float(), shape[-1:], w, b, 1e-5).to(out_dtype), x, w, b, dy)
+        got, got_grads = _grads(lambda x, w, b: norm_module._FusedLayerNorm.apply(x, w, b, 1e-5, out_dtype),
+                                x, w, b, dy)
+        assert _error(got, want) <= 2 * _error(torch_out, want) + ERROR_FLOOR[out_dtype]
+        for g, t, r in zip(got_grads, torch_grads, want_grads):
+            assert _error(g, r) <= 2 * _error(t, r) + ERROR_FLOOR[out_dtype] * r.abs().max().item()
+
+
+def _model_run(model, images, fused, autocast, monkeypatch, calls):
+    """The model's output and parameter gradients, its norms fused (on the CPU, through the interpreter) or not."""
+    real_apply = norm_module._FusedLayerNorm.apply
+    model.zero_grad(set_to_none=True)
+    with monkeypatch.context() as mp:
+        if fused:
+            mp.setattr(norm_module, "_on_gpu", lambda x: True)
+            mp.setattr(norm_module, "resolve_backend", lambda x, backend: "triton")
+            mp.setattr(norm_module._FusedLayerNorm, "apply", lambda *a: calls.append(a[0].shape) or real_apply(*a))
+        with swin_fused.use_backend("torch"), torch.autocast(DEVICE, torch.float16, enabled=autocast):
+            out = model(images)
+            out.float().square().sum().backward()
+    return [out.detach().float()] + [p.grad for p in model.parameters()]
+
+
 def test_a_model_with_fused_norms_equals_its_plain_norms(monkeypatch):
     """A small Swin (padded stage, patch merging) forward and backward with every block and merge norm fused
-    against the same model with nn.LayerNorm: the attention on the PyTorch path in both, so only the norms
-    differ."""
+    against the same model with nn.LayerNorm, the attention on the PyTorch path in both, so only the norms differ:
+    in fp32 equal to rounding; under fp16 autocast (the fused norms hand the Linears fp16 directly, the plain ones
+    fp32 that the Linears cast) within twice the plain model's own autocast error against its fp32 run."""
     torch.manual_seed(0)
     model = swin_fused.SwinTransformer(img_size=40, patch_size=4, embed_dim=24, depths=(2, 1), num_heads=(2, 3),
                                        window_size=4, num_classes=5).to(DEVICE)
     images = torch.randn(2, 3, 40, 40, device=DEVICE)
-    fused_calls = []
-    real_apply = norm_module._FusedLayerNorm.apply
-
-    def counted(*args):
-        fused_calls.append(args[0].shape)
-        return real_apply(*args)
-
-    results = []
-    for fused in (False, True):
-        model.zero_grad(set_to_none=True)
-        with monkeypatch.context() as mp:
-            if fused:
-                mp.setattr(norm_module, "_on_gpu", lambda x: True)
-                mp.setattr(norm_module, "resolve_backend", lambda x, backend: "triton")
-                mp.setattr(norm_module._FusedLayerNorm, "apply", counted)
-            with swin_fused.use_backend("torch"):
-                out = model(images)
-                out.square().sum().backward()
-        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    assert len(fused_calls) == 2 * 3 + 1  # two per block, one per merge
-    (want, want_grads), (got, got_grads) = results
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    calls = []
+    exact = _model_run(model, images, False, False, monkeypatch, calls)
+    fused = _model_run(model, images, True, False, monkeypatch, calls)
+    assert len(calls) == 2 * 3 + 1  # two per block, one per merge
+    for got, want in zip(fused, exact):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    plain_amp = _model_run(model, images, False, True, monkeypatch, calls)
+    fused_amp = _model_run(model, images, True, True, monkeypatch, calls)
+    for got, plain, want in zip(fused_amp, plain_amp, exact):
+        err, plain_err = (got - want).abs().max().item(), (plain - want).abs().max().item()
+        assert err <= 2 * plain_err + 1e-6 * want.abs().max().item(), (err, plain_err)
