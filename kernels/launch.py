@@ -113,12 +113,8 @@ def launch(kernel, grid, *args, **kwargs):
     """``kernel[grid](*args, **kwargs)``, by the cheapest route the context allows: through ``wrap_triton``
     while tracing (:func:`launchable`), through Triton's interpreter on the CPU, and in eager CUDA calls with
     ``SWIN_FUSED_DIRECT_LAUNCH=1`` straight into the compiled kernel of the call's launch class
-    (:func:`_direct_launch`). Returns nothing. :class:`Launch` is the same with everything but the tensors
-    resolved once."""
-    if not eager() or interpreting() or not direct_launches():
-        launchable(kernel)[grid](*args, **kwargs)
-    else:
-        _direct_launch(kernel, grid, args, kwargs, tuple(map(_launch_class, args)))
+    (:func:`_direct_launch`). Returns nothing. A :class:`Launch` with no scalars resolved ahead."""
+    Launch(kernel, grid, (), kwargs)(*args)
 
 
 class Launch:

@@ -8,13 +8,12 @@ weight/bias-gradient kernel (on the 2026-11-26 H100 profile of the eager trainin
 kernels took 6.5 of its 23.1 ms of device time, 28%, the casts not counted).
 Here the forward reads the fp32 (or half) rows once and writes the output directly in the Linear's dtype (the
 values of casting PyTorch's fp32 output, up to fp32 rounding in the statistics: fp32 statistics and affine
-transform, one rounding at the store), and
-the backward reads x, dy and the saved row statistics once, writing dx and fixed-order per-program partials of
-dweight and dbias (no atomics: bit-reproducible).
+transform, one rounding at the store), and the backward reads x, dy and the saved row statistics once, writing
+dx and fixed-order per-program partials of dweight and dbias (no atomics: bit-reproducible).
 
 Supports: C up to ``MAX_CHANNELS`` = 4096 (Swin-L's widest norms: 1536 channels in stage 4, 3072 in the merge
-into it; wider ones stay PyTorch's, see ``swin_fused/norm.py``), any number of rows, x in fp32/fp16/bf16, the output in any of those, weight and bias present (the only
-LayerNorm a Swin block has), any eps.
+into it; wider ones stay PyTorch's, see ``swin_fused/norm.py``), any number of rows, x in fp32/fp16/bf16, the
+output in any of those, weight and bias present (the only LayerNorm a Swin block has), any eps.
 """
 from __future__ import annotations
 
@@ -90,9 +89,8 @@ def rows_config(C: int) -> Tuple[int, int, int]:
     that narrow stages (C = 96) still give each program enough rows to stream. Under the interpreter every
     program costs host time, so it takes 64K-element tiles."""
     block_c = max(16, next_power_of_2(C))
-    tile = 1 << 16 if interpreting() else 4096
-    rows = max(1, min(64 if not interpreting() else 4096, tile // block_c))
-    return block_c, rows, 8 if block_c >= 1024 else 4
+    tile, max_rows = (1 << 16, 4096) if interpreting() else (4096, 64)
+    return block_c, max(1, min(max_rows, tile // block_c)), 8 if block_c >= 1024 else 4
 
 
 class _Forward(NamedTuple):
