@@ -79,7 +79,7 @@ for m in ('timm', 'torchvision', 'pytest-benchmark', 'hypothesis', 'matplotlib',
         fi
         python -m pytest --collect-only -q -p no:cacheprovider tests/test_fused_forward.py \
             tests/test_fused_backward.py tests/test_training.py tests/test_dispatch.py tests/test_layer_norm.py \
-            tests/test_launch_plans.py | grep "::" > "$OUTDIR/tests/ids"
+            tests/test_optimize_norms.py tests/test_launch_plans.py | grep "::" > "$OUTDIR/tests/ids"
         split -n "r/$JOBS" -d "$OUTDIR/tests/ids" "$OUTDIR/tests/shard-"
         for shard in "$OUTDIR"/tests/shard-??; do
             [ -s "$shard" ] || continue

@@ -8,14 +8,15 @@ the kernel writes that dtype directly (the same values as the cast, without the 
 memory). Everything else (torch.compile, which fuses norms itself; export; dispatch modes; torch.func; the CPU;
 other norm layers, hooked modules, tensor subclasses, more than the kernel's 4096 channels) calls ``norm(x)``, as
 does everything with ``SWIN_FUSED_NORM=0`` in the environment (read at import) or inside
-``use_fused_norms(False)`` (the benchmarks' "before" row).
+``use_fused_norms(False)`` (the benchmarks' "before" row). :func:`swin_fused.optimize` sends other libraries'
+block norms here too, through :func:`patched_forward`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -50,12 +51,28 @@ def use_fused_norms(enabled: bool) -> Iterator[None]:
             _state.enabled = previous
 
 
-def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> torch.Tensor:
+def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False,
+               backend: Optional[str] = None) -> torch.Tensor:
     """``norm(x)`` for a block's ``norm`` (``[..., C]`` tokens), fused where it applies (see the module
     docstring). ``feeds_linear``: the output goes straight into an ``nn.Linear`` (qkv, fc1, a merge's reduction),
-    so under autocast it may be written in the autocast dtype."""
-    if not _fused_applies(norm, x):
+    so under autocast it may be written in the autocast dtype. ``backend``: as :func:`swin_fused.window_attention`'s
+    (None: the one in force)."""
+    if not _fused_applies(norm, x, backend) or _hooked(norm):
         return norm(x)
+    return _fused(norm, x, feeds_linear)
+
+
+def patched_forward(norm: nn.Module, x: torch.Tensor, feeds_linear: bool, backend: Optional[str]) -> torch.Tensor:
+    """The body of an ``nn.LayerNorm``'s ``forward`` that :func:`swin_fused.optimize` replaced: ``norm(x)`` has run
+    the hooks around it already, so hooks do not stop the fused call, but a forward hook (the module's or a global
+    one) sees the output in the dtype PyTorch's norm gives it, so ``feeds_linear`` yields to it."""
+    if not _fused_applies(norm, x, backend):
+        return nn.LayerNorm.forward(norm, x)
+    feeds_linear = feeds_linear and not (norm._forward_hooks or _module._global_forward_hooks)
+    return _fused(norm, x, feeds_linear)
+
+
+def _fused(norm: nn.Module, x: torch.Tensor, feeds_linear: bool) -> torch.Tensor:
     if torch.is_autocast_enabled(x.device.type):
         out_dtype = torch.get_autocast_dtype(x.device.type) if feeds_linear else torch.float32
     else:
@@ -63,16 +80,16 @@ def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False) -> 
     return _FusedLayerNorm.apply(x, norm.weight, norm.bias, norm.eps, out_dtype)
 
 
-def _fused_applies(norm: nn.Module, x: torch.Tensor) -> bool:
+def _fused_applies(norm: nn.Module, x: torch.Tensor, backend: Optional[str]) -> bool:
     """A plain eager call on CUDA with the Triton backend, of a plain ``nn.LayerNorm`` over the last dimension
-    (with weight and bias, within the kernel's channels) whose ``__call__`` would do nothing but ``forward``: no
-    module hooks of its own or global ones, plain tensors (no subclass's ``__torch_function__``, no DTensor)."""
+    (with weight and bias, within the kernel's channels), on plain tensors (no subclass's ``__torch_function__``,
+    no DTensor, no FX Proxy). Hooks are the caller's business (:func:`layer_norm` vs :func:`patched_forward`)."""
     if torch.compiler.is_compiling():  # first: dynamo traces this function, and inductor fuses norms itself
         return False
-    if not (fused_norms_enabled() and _on_gpu(x) and type(norm) is nn.LayerNorm and norm.elementwise_affine
-            and norm.bias is not None and len(norm.normalized_shape) == 1 and x.dtype in _DTYPES
-            and type(x) is torch.Tensor and type(norm.weight) is nn.Parameter and type(norm.bias) is nn.Parameter
-            and not _hooked(norm) and resolve_backend(x, None) == "triton" and plain_eager()):
+    if not (type(x) is torch.Tensor and fused_norms_enabled() and _on_gpu(x) and type(norm) is nn.LayerNorm
+            and norm.elementwise_affine and norm.bias is not None and len(norm.normalized_shape) == 1
+            and x.dtype in _DTYPES and type(norm.weight) is nn.Parameter and type(norm.bias) is nn.Parameter
+            and resolve_backend(x, backend) == "triton" and plain_eager()):
         return False
     try:
         from .kernels.layer_norm import MAX_CHANNELS

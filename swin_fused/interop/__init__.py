@@ -18,7 +18,8 @@ Each module holds its library's whole story, in the same order:
 - ``LAYOUTS``: how its state dicts are recognised and renamed onto the official keys
   (:class:`._layouts.Layout`);
 - the patched methods, the checks that decide whether a block can be patched, and ``classify(module, name)``,
-  which returns a :class:`._patching.Candidate` for a module of the library (or None).
+  which returns a :class:`._patching.Candidate` for a module of the library (or None), naming the block's
+  LayerNorms for the fused norm kernel (``norms``) and whether a Linear alone reads each one's output.
 
 What they share is written once: :mod:`._patching` (the report, installing / undoing / replicating a patch,
 the call-time fallback to the library's path, the common checks), :mod:`._checkpoints` (file I/O, unwrapping,

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules import module as _nn_module
 
-from .. import functional
+from .. import functional, norm as _norm
 from ..geometry import MASK_VALUE, relative_position_index, shift_mask
 
 Pair = Tuple[int, int]
@@ -45,6 +45,8 @@ class OptimizeReport:
         left_alone: block name -> why it stays on its original path.
         restored: blocks put back on their original path (``undo=True``).
         already_original: blocks ``undo=True`` found on their original path (nothing to restore).
+        norms: the LayerNorms that run the fused norm kernel where it applies (eager CUDA calls with the Triton
+            backend; elsewhere their own forward) after this call: the routed blocks', and the merging layers'.
         backend: the backend pinned for the patched blocks (None: the global setting at call time).
     """
 
@@ -55,6 +57,7 @@ class OptimizeReport:
     left_alone: Dict[str, str] = field(default_factory=dict)
     restored: List[str] = field(default_factory=list)
     already_original: List[str] = field(default_factory=list)
+    norms: List[str] = field(default_factory=list)
     backend: Optional[str] = None
 
     @property
@@ -76,6 +79,8 @@ class OptimizeReport:
             lines.append(f"  {route}: {len(self.patched)}")
         if self.already_optimized:
             lines.append(f"  already routed by an earlier optimize(): {len(self.already_optimized)}")
+        if self.norms:
+            lines.append(f"  LayerNorms on the fused norm kernel (eager CUDA calls): {len(self.norms)}")
         if self.already_fused:
             lines.append(f"  swin_fused blocks, fused already (nothing to do): {len(self.already_fused)}")
         if self.restored:
@@ -122,6 +127,10 @@ class Candidate:
     replacement: Optional[Callable]
     check: Callable[[], Optional[str]]
     state: Callable[[], Dict[str, Any]] = dict
+    #: ``norms(parent)`` -> ``((norm, feeds_linear), ...)``: the block's LayerNorms for the fused norm kernel (see
+    #: :func:`install_norm`), ``parent`` being the module that holds the patched one (torchvision's block holds the
+    #: attention that is patched and the norms around it).
+    norms: Callable[[Optional[nn.Module]], Tuple[Tuple[nn.Module, bool], ...]] = lambda parent: ()
 
 
 def attend(patch: Patch, qkv: torch.Tensor, table: torch.Tensor, num_heads: int, window: Pair, shift: Pair,
@@ -282,6 +291,52 @@ def heads_reason(qkv: nn.Linear, num_heads: int) -> Optional[str]:
     if dim % num_heads == 0 and qkv.out_features == 3 * dim:
         return None
     return f"qkv {dim}->{qkv.out_features} does not split into {num_heads} heads"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The LayerNorms. A patched block's nn.LayerNorms, and a routed model's merging layers' (the adapters' merge_norm),
+# get a patched ``forward`` too (the same record, family NORM), which runs the fused norm kernel where it applies
+# (:func:`swin_fused.norm.patched_forward`: eager CUDA calls with the Triton backend) and nn.LayerNorm's own
+# forward everywhere else. ``feeds_linear`` (the output may be written in the autocast dtype, as the Linear after
+# it would cast it) only where every path of the library hands the output to a Linear and to nothing else: the
+# MLP's norm, a V1 merge's norm. The attention's norm feeds the library's own code on its fallback path, where a
+# mask built in the input's dtype would change the numbers; adapters with their own block forward ask for the
+# Linear's dtype in that call alone (:func:`block_norm`).
+
+NORM = "layernorm"
+
+
+def routable_norm(norm: Optional[nn.Module]) -> bool:
+    """Whether ``norm`` is a LayerNorm the fused kernel stands in for: a plain ``nn.LayerNorm`` over the last
+    dimension with weight and bias, whose ``forward`` is its class's (anything else is left as it is)."""
+    return (type(norm) is nn.LayerNorm and norm.elementwise_affine and norm.bias is not None
+            and len(norm.normalized_shape) == 1 and not {"forward", REPLICATE, MARK} & norm.__dict__.keys())
+
+
+def mlp_feeds_linear(mlp: Optional[nn.Module]) -> bool:
+    """Whether ``mlp(x)`` starts with a plain Linear on ``x``: the libraries' MLPs (timm's / the official ``Mlp``
+    and HF's ``SwinMLP``: ``fc1`` first; torchvision's ``MLP``: a Sequential, a Linear first)."""
+    if type(mlp).__name__ in ("Mlp", "SwinMLP"):
+        return type(getattr(mlp, "fc1", None)) is nn.Linear
+    if isinstance(mlp, nn.Sequential) and type(mlp).forward is nn.Sequential.forward and len(mlp):
+        return type(mlp[0]) is nn.Linear
+    return False
+
+
+def install_norm(norm: nn.Module, feeds_linear: bool, backend: Optional[str]) -> None:
+    install(norm, Patch("forward", NORM, _norm_forward, backend, {"feeds_linear": bool(feeds_linear)}))
+
+
+def _norm_forward(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A patched ``nn.LayerNorm.forward``: ``[..., C] -> [..., C]``."""
+    patch = patch_of(norm)
+    return _norm.patched_forward(norm, x, patch.state["feeds_linear"], patch.backend)
+
+
+def block_norm(patch: Patch, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for an adapter's own block forward, whose next step is a Linear on the result: fused (and in the
+    autocast dtype) where it applies, else ``norm(x)`` (hooks run, then the patched forward, if any)."""
+    return _norm.layer_norm(norm, x, feeds_linear=True, backend=patch.backend)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 from typing import Iterable, Mapping, Optional
 
 import torch
 import torch.nn as nn
 
 from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks, rename
-from ._patching import (Candidate, attend, first, heads_reason, hook_reason, index_reason, instance_reason,
-                        linear_reason, needs_library_path, overridden, patch_of, shift_reason, table_reason)
-from .official import positional_parameters
+from ._patching import (Candidate, attend, block_norm, first, heads_reason, hook_reason, index_reason,
+                        instance_reason, linear_reason, needs_library_path, overridden, patch_of, shift_reason,
+                        table_reason)
+from .official import positional_parameters, pre_norms
 
 FAMILY = "detection"
 SEMANTICS = "detection"
@@ -114,7 +116,7 @@ def _block_forward(block: nn.Module, x: torch.Tensor, mask_matrix=None) -> torch
     if L != H * W:
         raise ValueError(f"input feature has wrong size: {L} tokens, expected H*W = {H}*{W}")
     shortcut = x
-    qkv = attn.qkv(block.norm1(x).view(B, H, W, C))
+    qkv = attn.qkv(block_norm(patch, block.norm1, x).view(B, H, W, C))
     window, shift = (block.window_size, block.window_size), (block.shift_size, block.shift_size)
     out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, window, shift,
                  pad_qkv=attn.qkv.bias, shift_before_pad=False,
@@ -193,11 +195,21 @@ def _is_detection_block(module: nn.Module) -> bool:
             and positional_parameters(module.forward) == 2)
 
 
+def _mm_norms(msa: nn.Module, block: Optional[nn.Module], mm_swin: types.ModuleType):
+    """mmdet's / mmseg's ``SwinBlock`` around ``msa``: ``norm1`` -> the attention, ``norm2`` -> mmcv's FFN (neither
+    handed over in the Linear's dtype: mmdet's code runs on both)."""
+    if type(block) is getattr(mm_swin, "SwinBlock", None) and block.attn is msa:
+        return (block.norm1, False), (block.norm2, False)
+    return ()
+
+
 def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
     for library in ("mmdet.models.backbones.swin", "mmseg.models.backbones.swin"):
         mm_swin = sys.modules.get(library)
         if mm_swin is not None and isinstance(module, mm_swin.ShiftWindowMSA):
-            return Candidate(FAMILY, "forward", _msa_forward, lambda: _check_msa(module, mm_swin.ShiftWindowMSA))
+            return Candidate(FAMILY, "forward", _msa_forward, lambda: _check_msa(module, mm_swin.ShiftWindowMSA),
+                             norms=lambda parent: _mm_norms(module, parent, mm_swin))
     if _is_detection_block(module):
-        return Candidate(FAMILY, "forward", _block_forward, lambda: _check_block(module))
+        return Candidate(FAMILY, "forward", _block_forward, lambda: _check_block(module),
+                         norms=lambda parent: pre_norms(module))
     return None

@@ -8,6 +8,11 @@ semantics are reproduced exactly, at sizes that are not multiples of the window 
 and how, is in its module (:mod:`swin_fused.interop.timm`, ``.torchvision``, ``.transformers``, ``.detection``,
 ``.official``); the shared mechanism in :mod:`swin_fused.interop._patching`.
 
+Each routed block's two LayerNorms, and the norm of each of timm's, torchvision's and HF's merging layers in a model
+with routed blocks, get a patched ``forward`` too: the fused norm kernel in eager CUDA calls with the Triton backend,
+``nn.LayerNorm.forward`` everywhere else (see :mod:`swin_fused.interop._patching`, "The blocks' LayerNorms", for
+where the output may be written in the autocast dtype). ``undo=True`` restores them too.
+
 Swin V2 blocks (timm ``SwinTransformerV2``, torchvision ``swin_v2_t/s/b``, HF ``Swinv2*``) run the op's cosine
 attention, with the continuous position bias computed by the block's own MLP on every call.
 
@@ -33,7 +38,8 @@ import torch.nn as nn
 from ..backend import BACKENDS
 from ..model import SwinTransformerBlock as FusedBlock
 from . import detection, official, timm, torchvision, transformers
-from ._patching import MARK, OptimizeReport, Patch, abbreviate, install, uninstall
+from ._patching import (MARK, NORM, OptimizeReport, Patch, abbreviate, install, install_norm, routable_norm,
+                        uninstall)
 
 __all__ = ["optimize", "OptimizeReport"]
 
@@ -75,8 +81,19 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
 
     report = OptimizeReport(backend=backend)
     families = set()
-    for name, module in model.named_modules():
+    modules = dict(model.named_modules())
+    names = {id(module): name for name, module in modules.items()}
+    norms = set()  # names of the fused norms
+    merges = []  # (norm, feeds_linear) of the libraries' merging layers: routed if blocks are
+    for name, module in modules.items():
         patch: Optional[Patch] = module.__dict__.get(MARK)
+        if patch is not None and patch.family == NORM:  # a routed block's norm
+            if undo:
+                uninstall(module)
+            else:
+                patch.backend = backend
+                norms.add(name)
+            continue
         if patch is not None:
             families.add(patch.family)
             if undo:
@@ -93,6 +110,10 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
         candidate = next((found for found in (adapter.classify(module, name) for adapter in ADAPTERS)
                           if found is not None), None)
         if candidate is None:
+            merge = next((found for found in (adapter.merge_norm(module) for adapter in ADAPTERS
+                                              if hasattr(adapter, "merge_norm")) if found is not None), None)
+            if merge is not None and not undo:
+                merges.append(merge)
             continue
         families.add(candidate.family)
         if undo:
@@ -103,9 +124,19 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
             install(module, Patch(candidate.attr, candidate.family, candidate.replacement, backend,
                                   candidate.state()))
             report.patched.append(name)
+            for norm, feeds_linear in candidate.norms(modules.get(name.rpartition(".")[0]) if name else None):
+                if routable_norm(norm):
+                    install_norm(norm, feeds_linear, backend)
+                    norms.add(names.get(id(norm)))
         else:
             report.left_alone[name] = reason
+    if report.patched or report.already_optimized:  # a Swin model of the library: its merges' norms too
+        for norm, feeds_linear in merges:
+            if routable_norm(norm):
+                install_norm(norm, feeds_linear, backend)
+                norms.add(names.get(id(norm)))
     report.family = ", ".join(sorted(families)) or "none"
+    report.norms = [name for name in modules if name in norms]
 
     if report.left_alone:
         summary = "; ".join(f"{reason} ({abbreviate(names)})" for reason, names in report.reasons().items())

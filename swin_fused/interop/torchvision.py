@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from ..semantics import SEMANTICS as _RULES
 from ._layouts import Layout, StateDict, rename
 from ._patching import (Candidate, attend, first, heads_reason, index_reason, instance_reason, linear_reason,
-                        needs_library_path, overridden, patch_of, shift_reason, table_reason, v2_reason, v2_terms)
+                        mlp_feeds_linear, needs_library_path, overridden, patch_of, shift_reason, table_reason,
+                        v2_reason, v2_terms)
 
 FAMILY = "torchvision"
 SEMANTICS = "torchvision"
@@ -147,8 +148,28 @@ def _check(attn: nn.Module, tv_swin: types.ModuleType) -> Optional[str]:
     )
 
 
+def _norms(attn: nn.Module, block: Optional[nn.Module], tv_swin: types.ModuleType):
+    """The norms of torchvision's block around ``attn``. V1 (pre-norm): ``norm1`` -> the attention (whose fallback
+    is torchvision's code), ``norm2`` -> ``mlp``; V2 (post-norm): each output goes into the residual sum. Another
+    class holding the attention: its norms are its own business."""
+    for block_class, v2 in ((tv_swin.SwinTransformerBlockV2, True), (tv_swin.SwinTransformerBlock, False)):
+        if type(block) is block_class and block.attn is attn:
+            return (block.norm1, False), (block.norm2, not v2 and mlp_feeds_linear(block.mlp))
+    return ()
+
+
+def merge_norm(module: nn.Module):
+    """torchvision's merging layers: ``PatchMerging`` normalises, then reduces (``(norm, True)``);
+    ``PatchMergingV2`` reduces, then normalises."""
+    tv_swin = sys.modules.get("torchvision.models.swin_transformer")
+    if tv_swin is None or type(module) not in (tv_swin.PatchMerging, tv_swin.PatchMergingV2):
+        return None
+    return module.norm, type(module) is tv_swin.PatchMerging and type(module.reduction) is nn.Linear
+
+
 def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
     tv_swin = sys.modules.get("torchvision.models.swin_transformer")
     if tv_swin is not None and isinstance(module, tv_swin.ShiftedWindowAttention):
-        return Candidate(FAMILY, "forward", _forward, lambda: _check(module, tv_swin))
+        return Candidate(FAMILY, "forward", _forward, lambda: _check(module, tv_swin),
+                         norms=lambda parent: _norms(module, parent, tv_swin))
     return None

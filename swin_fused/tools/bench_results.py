@@ -20,6 +20,7 @@ IMPL_ORDER = (
     "fused", "fused_attention", "torch_path", "reference", "sdpa", "flex", "library", "timm",
     *(f"{source}-{mode}" for source in ("ours-fused", "ours-torch_path", "timm", "torchvision")
       for mode in ("eager", "compiled", "max-autotune", "reduce-overhead")),
+    "ours-fused_attention-eager", "ours-optimized-timm-eager", "ours-optimized-torchvision-eager",
 )
 
 
