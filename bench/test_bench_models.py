@@ -52,11 +52,9 @@ ROWS = [
 
 
 def _impl(source, backend, compile_mode, variant):
-    if variant == "optimized":
-        return f"ours-optimized-{source}-eager"
     if variant == "attention_only":
         return "ours-fused_attention-eager"
-    return impl_id(source, backend, compile_mode)
+    return impl_id(source, backend, compile_mode, optimized=variant == "optimized")
 
 
 def _row_id(row):

@@ -48,7 +48,7 @@ def _impl(variant: str, source: str, compile_mode) -> str:
     if variant == "library":
         return impl_id(source, None, compile_mode)  # timm-eager, torchvision-compiled, ...
     if variant == "optimized":
-        return impl_id("ours", "triton", compile_mode)  # ours-fused-eager, ours-fused-compiled
+        return impl_id(source, "triton", compile_mode, optimized=True)  # ours-optimized-timm-eager, ...
     return f"ours-dropin-fused-{COMPILE_MODES[compile_mode]}"
 
 

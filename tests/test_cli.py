@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+import swin_fused.interop
 from swin_fused.tools.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +61,8 @@ def test_bench_reports_fused_rows_as_skipped(capsys, tmp_path):
     assert code == 0
     rows = {r["implementation"]: r for r in json.loads(path.read_text())["rows"]}
     assert rows["swin_fused fused"]["skipped"].startswith("needs CUDA")
+    assert rows["timm + optimize()"]["skipped"].startswith("needs CUDA")
+    assert rows["timm + optimize()"]["impl"] == "ours-optimized-timm-eager"
     assert "CUDA" in rows["timm + compile"]["skipped"]
     assert rows["swin_fused torch path"]["images_per_s"] > 0
     for baseline, module in [("timm", "timm"), ("torchvision", "torchvision")]:
@@ -76,6 +79,21 @@ def test_bench_reports_fused_rows_as_skipped(capsys, tmp_path):
     if importlib.util.find_spec("matplotlib"):
         code, out, _ = run_cli(capsys, "plot", str(path), "-o", str(tmp_path / "plots"))
         assert code == 0 and out.split() == [str(tmp_path / "plots" / "model_throughput_infer.png")]
+
+
+def test_bench_optimized_rows_route_every_block(monkeypatch):
+    """The ``+ optimize()`` rows' model (skipped on a CPU, where they would run the fused kernels): the library's
+    model, every block routed, on the backend the row names (here the PyTorch path)."""
+    pytest.importorskip("timm")
+    from swin_fused.tools import compare
+
+    calls = []
+    real = swin_fused.interop.optimize
+    monkeypatch.setattr(swin_fused.interop, "optimize", lambda model, **kw: calls.append(kw) or real(model, **kw))
+    step = compare._prepare("timm", "torch", True, None, "swin_tiny_patch4_window7_224", "infer", torch.device("cpu"),
+                            torch.float32, 1, 224, 0)
+    step()
+    assert calls == [{"backend": "torch", "verbose": False}]
 
 
 def test_bench_compares_a_v2_model_with_timm_and_torchvision(capsys, tmp_path):

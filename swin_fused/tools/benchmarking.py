@@ -155,12 +155,16 @@ def compile_mode(compile) -> Optional[str]:
     return compile
 
 
-def impl_id(source: str, backend: Optional[str], compile=None) -> str:
+def impl_id(source: str, backend: Optional[str], compile=None, optimized: bool = False) -> str:
     """The name a model row goes by in benchmark records, tables and plots, e.g. ``ours-fused-eager``,
-    ``timm-compiled``, ``torchvision-max-autotune``: the same for ``pytest bench/`` and ``swin-fused bench
-    --json``. ``compile``: None / False (eager), True or a torch.compile mode."""
+    ``timm-compiled``, ``torchvision-max-autotune``, ``ours-optimized-timm-eager`` (timm's model after
+    ``swin_fused.optimize``): the same for ``pytest bench/`` and ``swin-fused bench --json``. ``compile``: None /
+    False (eager), True or a torch.compile mode."""
+    mode = COMPILE_MODES[compile_mode(compile)]
+    if optimized:
+        return f"ours-optimized-{source}-{mode}"
     label = {"triton": "fused", "torch": "torch_path"}.get(backend, source)
-    return ("ours-" + label if source == "ours" else label) + "-" + COMPILE_MODES[compile_mode(compile)]
+    return ("ours-" + label if source == "ours" else label) + "-" + mode
 
 
 def compiled(model: torch.nn.Module, compile) -> torch.nn.Module:

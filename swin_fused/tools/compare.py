@@ -1,10 +1,12 @@
 """``swin-fused bench``: one model's throughput, the fused kernels against every baseline installed here.
 
 Rows: the package's model on the fused backend and on its PyTorch backend, timm's and torchvision's
-models; each eager and, on CUDA, ``torch.compile``-d in the modes of ``--compile-modes`` (default, max-autotune,
-reduce-overhead). The speedup columns name the fastest baseline, eager or compiled. All rows are built and warmed up first, then timed in
-interleaved rounds (median per row), so the comparison holds on a machine shared with other work. Inference is ``torch.no_grad`` with the model in
-``--dtype``; a training step is forward + cross-entropy + backward + SGD, fp32 weights under autocast.
+models, and those two after ``swin_fused.optimize(model, backend="triton")``; each eager and, on CUDA,
+``torch.compile``-d in the modes of ``--compile-modes`` (default, max-autotune, reduce-overhead). The speedup
+columns name the fastest baseline (timm or torchvision as the library builds it), eager or compiled. All rows are
+built and warmed up first, then timed in interleaved rounds (median per row), so the comparison holds on a machine
+shared with other work. Inference is ``torch.no_grad`` with the model in ``--dtype``; a training step is forward +
+cross-entropy + backward + SGD, fp32 weights under autocast.
 Rows that cannot run here say why ("skipped: needs CUDA"). The header gives the model's analytic
 window-attention work (:mod:`swin_fused.tools.costs`) so a row's time can be read against it.
 """
@@ -33,22 +35,24 @@ from .benchmarking import (
 
 __all__ = ["add_arguments", "run", "ROWS"]
 
-#: (label, source, backend): every row eager, and compiled in each --compile-modes mode
+#: (label, source, backend, after swin_fused.optimize): every row eager, and compiled in each --compile-modes mode
 SOURCES = [
-    ("swin_fused fused", "ours", "triton"),
-    ("swin_fused torch path", "ours", "torch"),
-    ("timm", "timm", None),
-    ("torchvision", "torchvision", None),
+    ("swin_fused fused", "ours", "triton", False),
+    ("swin_fused torch path", "ours", "torch", False),
+    ("timm", "timm", None, False),
+    ("torchvision", "torchvision", None, False),
+    ("timm + optimize()", "timm", "triton", True),
+    ("torchvision + optimize()", "torchvision", "triton", True),
 ]
 COMPILE_MODES = ("default", "max-autotune", "reduce-overhead")
 
 
 def rows(modes):
-    """``(label, source, backend, compile mode or None)`` of every row, eager ones first."""
-    out = [(label, source, backend, None) for label, source, backend in SOURCES]
+    """``(label, source, backend, optimized, compile mode or None)`` of every row, eager ones first."""
+    out = [(label, source, backend, optimized, None) for label, source, backend, optimized in SOURCES]
     for mode in modes:
-        out += [(f"{label} + compile" + ("" if mode == "default" else f" ({mode})"), source, backend, mode)
-                for label, source, backend in SOURCES]
+        out += [(f"{label} + compile" + ("" if mode == "default" else f" ({mode})"), source, backend, optimized,
+                 mode) for label, source, backend, optimized in SOURCES]
     return out
 
 
@@ -95,11 +99,18 @@ def _skip_reason(source: str, backend: Optional[str], compiled: bool, name: str,
     return model_unavailable_reason(source, name)
 
 
-def _prepare(source, backend, compiled, name, mode, device, dtype, batch, img, warmup):
-    """Build the model and its step; run the warm-up (compilation, autotuning) outside any timing."""
+def _prepare(source, backend, optimized, compiled, name, mode, device, dtype, batch, img, warmup):
+    """Build the model (``optimized``: then ``swin_fused.optimize`` it) and its step; run the warm-up (compilation,
+    autotuning) outside any timing."""
     from .baselines import build_model
 
     model = build_model(source, name, device)
+    if optimized:
+        from ..interop import optimize
+
+        report = optimize(model, backend=backend, verbose=False)
+        if report.left_alone or not report.patched:
+            raise RuntimeError(f"optimize() did not route every block: {report}")
     images = torch.randn(batch, 3, img, img, device=device)
     if mode == "infer":
         step = inference_step(model.eval().to(dtype), images.to(dtype), backend=backend, compile=compiled)
@@ -128,15 +139,15 @@ def run(args: argparse.Namespace) -> int:
 
     results: List[dict] = []
     steps = {}  # index in results -> step()
-    for (label, source, backend, compiled), mode in progress([(r, m) for m in modes for r in rows(compile_modes)],
-                                                              desc="build + warm up", enabled=show):
-        entry = {"implementation": label, "impl": impl_id(source, backend, compiled), "mode": mode, "source": source,
-                 "backend": backend, "compiled": compiled or False}
+    for (label, source, backend, optimized, compiled), mode in progress(
+            [(r, m) for m in modes for r in rows(compile_modes)], desc="build + warm up", enabled=show):
+        entry = {"implementation": label, "impl": impl_id(source, backend, compiled, optimized), "mode": mode,
+                 "source": source, "backend": backend, "optimized": optimized, "compiled": compiled or False}
         reason = _skip_reason(source, backend, compiled, args.model, device)
         if not reason:
             try:
-                steps[len(results)] = _prepare(source, backend, compiled, args.model, mode, device, dtype, batch,
-                                               img, warmup)
+                steps[len(results)] = _prepare(source, backend, optimized, compiled, args.model, mode, device, dtype,
+                                               batch, img, warmup)
             except Exception as error:  # noqa: BLE001 - a baseline failing (timm at another size) is a row
                 reason = f"failed: {type(error).__name__}: {str(error)[:160]}"
         results.append({**entry, "skipped": reason} if reason else entry)
@@ -179,7 +190,8 @@ def _render(results: List[dict], name: str, img: int, batch: int, dtype: torch.d
         same_mode = [b for b in results if b["mode"] == r["mode"] and "median_s" in b]
         base = next((b for b in same_mode if b["implementation"] == "swin_fused torch path"), None)
         # The fastest timm / torchvision row, eager or compiled: what a user who picks the best of them gets.
-        best = min((b for b in same_mode if b["source"] != "ours"), key=lambda b: b["median_s"], default=None)
+        best = min((b for b in same_mode if b["source"] != "ours" and not b["optimized"]),
+                   key=lambda b: b["median_s"], default=None)
         speedup = f"{base['median_s'] / r['median_s']:.2f}x" if base else "—"
         versus = f"{best['median_s'] / r['median_s']:.2f}x ({best['implementation']})" if best else "—"
         table.append([r["implementation"], r["mode"], f"{r['images_per_s']:,.1f}", f"{1e3 * r['median_s']:.1f}",
