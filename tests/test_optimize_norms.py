@@ -1,13 +1,15 @@
-"""``swin_fused.optimize(model)`` also routes each routed block's LayerNorms to the fused norm kernel.
+"""``swin_fused.optimize(model)`` also routes the routed blocks' and the libraries' merges' LayerNorms to the fused
+norm kernel.
 
 On the CPU the kernel runs in Triton's interpreter through the norm module's seams (``_on_gpu``, and
-``resolve_backend`` for the norms alone; on a GPU, compiled: the attention stays on the PyTorch path, so only the norms differ from the
-library's model). The oracle is the library's own model, unoptimized: outputs and every parameter gradient in fp32;
-under fp16 autocast within twice the library's own autocast error. What the kernel hands on in the Linear's dtype
-(the MLP's norm everywhere, the attention's norm only where the adapter's own forward feeds it to the qkv) is
-checked call by call, and a forward hook on a norm sees what the library's norm would give it. Also: which norms
-are routed (V1 and V2, timm, torchvision, the official code, HF, mmdet), the report, idempotence, undo, deep copies
-and pickles, ``nn.DataParallel`` replicas, norms that are not plain ``nn.LayerNorm``s, blocks left alone,
+``resolve_backend`` for the norms alone), on a GPU compiled; the attention stays on the PyTorch path, so only the
+norms differ from the library's model. The oracle is the library's own model, unoptimized: outputs and every
+parameter gradient in fp32; under autocast within twice the autocast error of the library's model and of the
+optimized one with PyTorch's norms. What the kernel hands on in the Linear's dtype (the MLP's and a V1 merge's norm,
+the attention's norm only where the adapter's own forward feeds it to the qkv) is checked call by call, and a
+forward hook on a norm sees what the library's norm would give it. Also: which norms are routed (V1 and V2: timm,
+torchvision, HF; the official classification and detection code; mmdet), the report, idempotence, undo, deep
+copies and pickles, ``nn.DataParallel`` replicas, norms that are not plain ``nn.LayerNorm``s, blocks left alone,
 ``use_fused_norms(False)``, a pinned backend and torch.compile.
 """
 import copy
@@ -19,6 +21,7 @@ import pytest
 import torch
 
 import mmdet_swin
+import official_swin_detection as det
 import swin_fused
 from conftest import HAS_CUDA
 from numerics import perturb_
@@ -38,12 +41,13 @@ DEVICE = "cuda" if HAS_CUDA else "cpu"  # on a GPU the kernel runs compiled (and
 IMAGE = {"official": 32}  # the official code needs window multiples; the others pad 10x10 maps to 12x12
 
 
-def _hf_model():
-    hf_swin = pytest.importorskip("transformers.models.swin.modeling_swin")
+def _hf_model(v2=False):
     transformers = pytest.importorskip("transformers")
-    config = transformers.SwinConfig(image_size=40, patch_size=4, embed_dim=24, depths=[2, 2], num_heads=[2, 3],
-                                     window_size=4, num_labels=5, attn_implementation="eager")
-    return hf_swin.SwinForImageClassification(config)
+    config = dict(image_size=40, patch_size=4, embed_dim=24, depths=[2, 2], num_heads=[2, 3], window_size=4,
+                  num_labels=5, attn_implementation="eager")
+    if v2:
+        return transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**config))
+    return transformers.SwinForImageClassification(transformers.SwinConfig(**config))
 
 
 BUILDERS = {
@@ -54,6 +58,9 @@ BUILDERS = {
                                                       downsample_layer=tv_swin.PatchMergingV2),
     "official": lambda: OfficialSwin(img_size=32, drop_path_rate=0.0, **SMALL),
     "transformers": _hf_model,
+    "transformers-v2": lambda: _hf_model(v2=True),
+    "detection": lambda: det.SwinTransformer(embed_dim=24, depths=(2, 2), num_heads=(2, 3), window_size=4,
+                                             drop_path_rate=0.0, out_indices=(0, 1)),
 }
 FAMILIES = list(BUILDERS)
 #: The norm after the attention (post-norm, V2) goes into the residual sum: never in the Linear's dtype. Pre-norm:
@@ -64,12 +71,14 @@ BLOCK_NORMS = {
     "torchvision": (("norm1", False, False), ("norm2", True, True)),
     "official": (("norm1", False, True), ("norm2", True, True)),
     "transformers": (("layernorm_before", False, True), ("layernorm_after", True, True)),
+    "transformers-v2": (("layernorm_before", False, False), ("layernorm_after", False, False)),
+    "detection": (("norm1", False, True), ("norm2", True, True)),
     "timm-v2": (("norm1", False, False), ("norm2", False, False)),
     "torchvision-v2": (("norm1", False, False), ("norm2", False, False)),
 }
-#: The libraries' merging layers (V1: norm, then reduction; V2: reduction, then norm); the official code's are its
-#: users' copies, left alone.
-MERGES = {"PatchMerging": True, "PatchMergingV2": False, "SwinPatchMerging": True}
+#: The libraries' merging layers (V1: norm, then reduction; V2: reduction, then norm); the official code's (and its
+#: detection backbone's) are its users' copies, left alone.
+MERGES = {"PatchMerging": True, "PatchMergingV2": False, "SwinPatchMerging": True, "Swinv2PatchMerging": False}
 
 
 def build(family):
@@ -93,13 +102,16 @@ def expected_norms(family, model, report):
     blocks = [name.rpartition(".")[0] if family.startswith("torchvision") else name for name in report.patched]
     norms = {f"{block}.{norm}": (feeds, in_linear) for block in blocks for norm, feeds, in_linear in BLOCK_NORMS[family]}
     merges = {f"{name}.norm": (MERGES[type(m).__name__],) * 2 for name, m in model.named_modules()
-              if type(m).__name__ in MERGES and family != "official"}
+              if type(m).__name__ in MERGES and family not in ("official", "detection")}
     if family.endswith("v2"):
         merges = {name: (False, False) for name in merges}
     return {name: norms.get(name) or merges[name] for name, _ in model.named_modules() if name in {**norms, **merges}}
 
 
 def logits(out):
+    """A classifier's logits, or a backbone's maps side by side."""
+    if isinstance(out, (tuple, list)):
+        return torch.cat([o.flatten(1) for o in out], 1)
     return out.logits if hasattr(out, "logits") else out
 
 
@@ -134,7 +146,7 @@ def test_the_routed_blocks_norms_and_the_report(family):
     fast, report = optimized(model)
     modules = dict(fast.named_modules())
     expected = expected_norms(family, model, report)
-    assert report.norms == list(expected) and len(report.norms) == 8 + (family != "official")
+    assert report.norms == list(expected) and len(report.norms) == 8 + (family not in ("official", "detection"))
     for name, (feeds_linear, _) in expected.items():
         norm = modules[name]
         assert type(norm) is torch.nn.LayerNorm and norm.forward.args == (norm,)
@@ -166,7 +178,7 @@ def autocast_error(run_, exact):
     return rel[0], sum(r * r for r in rel[1:]) ** 0.5
 
 
-@pytest.mark.parametrize("family", ["timm", "official", "transformers", "timm-v2"])
+@pytest.mark.parametrize("family", ["timm", "official", "transformers", "detection", "timm-v2"])
 def test_under_autocast_the_linears_dtype_only_where_a_linear_reads_it(monkeypatch, family):
     """Each call's output dtype, and the model within twice the larger autocast error of the library's model and of
     the optimized one with PyTorch's norms (against the library's fp32 run); a forward hook on a norm gets the fp32
