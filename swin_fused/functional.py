@@ -1,7 +1,7 @@
 """``window_attention``: the functional op behind every Swin block of the package.
 
-It validates its arguments at the public boundary, then dispatches on the backend (see
-:mod:`swin_fused.backend`): the PyTorch path, or the fused Triton op (:mod:`swin_fused.ops`).
+It validates its arguments at the public boundary (once per call signature: see ``_signature``), then dispatches
+on the backend (see :mod:`swin_fused.backend`): the PyTorch path, or the fused Triton op (:mod:`swin_fused.ops`).
 """
 from __future__ import annotations
 
@@ -54,6 +54,55 @@ def _fused_op():
 _OPS = None
 
 
+def _check(qkv, table, num_heads, window_size, shift_size, scale, pad_qkv, shift_before_pad, table_window, dropout_p,
+           cosine_scale, mask_value):
+    """Every argument check of :func:`window_attention`; ``(window, shift, table_window, num_heads, padded)``."""
+    window, shift, twin, _ = check_window_attention_args(
+        qkv, table, num_heads, window_size, shift_size, pad_qkv, table_window
+    )
+    num_heads = int(num_heads)
+    check_scale(scale)
+    check_cosine_args(qkv, num_heads, scale, cosine_scale, mask_value)
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p < 1:
+        fail(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if not isinstance(shift_before_pad, (bool, numbers.Integral)) or shift_before_pad not in (0, 1):
+        raise TypeError(f"window_attention: shift_before_pad must be a bool, got {shift_before_pad!r}")
+    return window, shift, twin, num_heads, needs_padding(qkv.shape[1], qkv.shape[2], window)
+
+
+#: The checks' results per call signature (:func:`_signature`): a model calls the op with a few signatures over and
+#: over, and checking each call costs about 7 us of host time (a quarter of an eager call's own host code). Cleared
+#: when full; holds no tensors.
+_CHECKED: dict = {}
+_CHECKED_MAX = 4096
+_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_NUMBERS = (int, float)
+
+
+def _int_or_pair(value) -> bool:
+    return type(value) is int or (type(value) is tuple and len(value) == 2 and type(value[0]) is int
+                                  and type(value[1]) is int)
+
+
+def _signature(qkv, table, num_heads, window_size, shift_size, scale, pad_qkv, shift_before_pad, table_window,
+               dropout_p, cosine_scale, mask_value):
+    """Everything the checks read, as a key, for a call whose arguments all have the exact types a model passes
+    (plain tensors, ``int`` and ``(int, int)`` sizes, ``float`` / ``int`` numbers, a ``bool``); None for any other
+    call, which is then checked in full. Exact types make equal keys pass or fail alike: ``True == 1`` and
+    ``2.0 == 2`` would otherwise share the key of a valid call and skip the error they get."""
+    if not (type(qkv) is torch.Tensor and type(table) in _TENSORS and type(num_heads) is int
+            and _int_or_pair(window_size) and _int_or_pair(shift_size)
+            and (table_window is None or _int_or_pair(table_window)) and (scale is None or type(scale) in _NUMBERS)
+            and type(shift_before_pad) is bool and type(dropout_p) in _NUMBERS and type(mask_value) in _NUMBERS
+            and (pad_qkv is None or type(pad_qkv) in _TENSORS)
+            and (cosine_scale is None or type(cosine_scale) in _TENSORS)):
+        return None
+    pad = None if pad_qkv is None else (pad_qkv.shape, pad_qkv.dtype, pad_qkv.device)
+    cosine = None if cosine_scale is None else (cosine_scale.shape, cosine_scale.dtype, cosine_scale.device)
+    return (qkv.shape, qkv.dtype, qkv.device, table.shape, table.dtype, table.device, pad, cosine, num_heads,
+            window_size, shift_size, table_window, scale, shift_before_pad, dropout_p, mask_value)
+
+
 def window_attention(
     qkv: torch.Tensor,
     table: torch.Tensor,
@@ -101,18 +150,19 @@ def window_attention(
     Returns:
         ``[B, H, W, heads * head_dim]`` in ``qkv``'s dtype.
     """
-    window, shift, twin, _ = check_window_attention_args(
-        qkv, table, num_heads, window_size, shift_size, pad_qkv, table_window
-    )
-    num_heads = int(num_heads)
-    check_scale(scale)
-    check_cosine_args(qkv, num_heads, scale, cosine_scale, mask_value)
+    args = (qkv, table, num_heads, window_size, shift_size, scale, pad_qkv, shift_before_pad, table_window, dropout_p,
+            cosine_scale, mask_value)
+    key = None if torch.compiler.is_compiling() else _signature(*args)
+    checked = _CHECKED.get(key) if key is not None else None
+    if checked is None:
+        checked = _check(*args)
+        if key is not None:
+            if len(_CHECKED) >= _CHECKED_MAX:
+                _CHECKED.clear()
+            _CHECKED[key] = checked
+    window, shift, twin, num_heads, padded = checked
     mask_value = float(mask_value) if isinstance(mask_value, (int, float)) else mask_value
-    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not 0 <= dropout_p < 1:
-        fail(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
-    if not isinstance(shift_before_pad, (bool, numbers.Integral)) or shift_before_pad not in (0, 1):
-        raise TypeError(f"window_attention: shift_before_pad must be a bool, got {shift_before_pad!r}")
-    if pad_qkv is not None and not needs_padding(qkv.shape[1], qkv.shape[2], window):
+    if not padded:
         pad_qkv = None  # nothing is padded: callers may always pass the qkv bias; it gets no gradient here
     if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
         # torch.func (grad, vmap, jvp, jacrev, jacfwd, ...): the fused op has no forward-mode rule (a jvp would

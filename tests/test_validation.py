@@ -22,6 +22,7 @@ import torch
 from conftest import HAS_CUDA
 
 import swin_fused
+import swin_fused.functional as functional
 from swin_fused import SwinBlock, SwinTransformer, WindowAttention, load_checkpoint, save_checkpoint
 from swin_fused.kernels.window_attention_bwd import window_attention_bwd
 from swin_fused.kernels.window_attention_fwd import window_attention_fwd
@@ -70,9 +71,14 @@ INVALID = [
     ("heads-zero", _replace(num_heads=0), ValueError, r"num_heads must be a positive int, got 0"),
     ("heads-float", _replace(num_heads=2.0), ValueError, r"num_heads must be a positive int, got 2.0"),
     ("heads-bool", _replace(num_heads=True), ValueError, r"num_heads must be a positive int, got True"),
+    ("heads-bool-one", _replace(qkv=lambda a: a["qkv"][..., :48], table=lambda a: a["table"][:, :1],
+                                pad_qkv=lambda a: a["pad_qkv"][:48], num_heads=True),
+     ValueError, r"num_heads must be a positive int, got True"),  # True == 1 and hash(True) == hash(1)
     ("window-zero", _replace(window_size=0), ValueError, r"window_size must be positive, got \(0, 0\)"),
     ("window-negative", _replace(window_size=(-1, 2)), ValueError, r"window_size must be positive, got \(-1, 2\)"),
     ("window-float", _replace(window_size=2.5), TypeError, r"window_size must be an int or a pair of ints, got 2.5"),
+    ("window-float-equal", _replace(window_size=2.0), TypeError, r"window_size must be an int or a pair .*got 2.0"),
+    ("window-float-pair", _replace(window_size=(2, 2.0)), TypeError, r"window_size must be an int or a pair"),
     ("window-string", _replace(window_size="2"), TypeError, r"window_size must be an int or a pair .*got '2'"),
     ("window-3-items", _replace(window_size=(2, 2, 2)), ValueError,
      r"window_size must be an int or a pair of ints, got \(2, 2, 2\)"),
@@ -82,6 +88,7 @@ INVALID = [
      r"0 <= shift < window .*got shift \(0, 3\) for window \(2, 2\) \(w\)"),
     ("shift-negative", _replace(shift_size=-1), ValueError, r"got shift \(-1, -1\) for window \(2, 2\)"),
     ("shift-float", _replace(shift_size=0.5), TypeError, r"shift_size must be an int or a pair of ints, got 0.5"),
+    ("shift-bool", _replace(shift_size=True), TypeError, r"shift_size must be an int or a pair of ints, got True"),
     ("table-window-smaller", _replace(table_window=1), ValueError,
      r"table_window \(1, 1\) must not be smaller than window_size \(2, 2\)"),
     ("table-rows", _replace(table=torch.randn(8, HEADS)), ValueError,
@@ -119,11 +126,43 @@ INVALID = [
 ]
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "after-valid-calls"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("build, error, pattern", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
-def test_window_attention_rejects_invalid_arguments(backend, build, error, pattern):
-    with swin_fused.use_backend(backend), pytest.raises(error, match=pattern):
-        swin_fused.window_attention(**build())
+def test_window_attention_rejects_invalid_arguments(backend, build, error, pattern, warm):
+    """Also after valid calls of the same shapes, whose checks the op keeps per call signature: a cached signature
+    must never let an invalid call through (``2.0 == 2``, ``True == 1``)."""
+    with swin_fused.use_backend(backend):
+        if warm:
+            args = valid_args()
+            swin_fused.window_attention(**args)
+            one_head = {**args, "qkv": args["qkv"][..., :48], "table": args["table"][:, :1],
+                        "pad_qkv": args["pad_qkv"][:48], "num_heads": 1}
+            swin_fused.window_attention(**one_head)
+        with pytest.raises(error, match=pattern):
+            swin_fused.window_attention(**build())
+
+
+def test_the_checks_run_once_per_call_signature(monkeypatch):
+    """The op checks a signature (shapes, dtypes, devices, every other argument) once; a new one is checked."""
+    calls = []
+    real = functional.check_window_attention_args
+    monkeypatch.setattr(functional, "check_window_attention_args", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    args = valid_args()
+    with swin_fused.use_backend("torch"):
+        for _ in range(3):
+            swin_fused.window_attention(**args)
+        swin_fused.window_attention(**{**args, "table": torch.nn.Parameter(args["table"].clone())})
+        assert len(calls) == 1
+        swin_fused.window_attention(**{**args, "qkv": torch.cat([args["qkv"]] * 2)})  # another batch
+        swin_fused.window_attention(**{**args, "shift_size": (1, 0)})
+        swin_fused.window_attention(**{**args, "num_heads": np.int64(HEADS)})  # not an int: checked every call
+        swin_fused.window_attention(**{**args, "num_heads": np.int64(HEADS)})
+        assert len(calls) == 5
+        monkeypatch.setattr(functional, "_CHECKED_MAX", 2)
+        swin_fused.window_attention(**{**args, "shift_size": 0})  # a full cache starts over
+        assert len(functional._CHECKED) == 1 and len(calls) == 6
 
 
 def test_valid_base_call_runs_on_both_backends():
