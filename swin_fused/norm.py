@@ -26,29 +26,29 @@ from .backend import plain_eager, resolve_backend
 
 __all__ = ["layer_norm", "use_fused_norms", "fused_norms_enabled"]
 
-_state = threading.local()
-_default = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")
+class _State(threading.local):
+    enabled = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")  # each thread starts from the environment
+
+
+_state = _State()
 
 
 def fused_norms_enabled() -> bool:
     """Whether the blocks' norms may take the fused kernel in this thread (``SWIN_FUSED_NORM``, read at import,
     or :func:`use_fused_norms`)."""
-    return getattr(_state, "enabled", _default)
+    return _state.enabled
 
 
 @contextlib.contextmanager
 def use_fused_norms(enabled: bool) -> Iterator[None]:
     """``with use_fused_norms(False): ...`` runs the block with PyTorch's LayerNorms in this thread (as
     ``use_backend``), then restores the previous setting."""
-    previous = getattr(_state, "enabled", None)
+    previous = _state.enabled
     _state.enabled = bool(enabled)
     try:
         yield
     finally:
-        if previous is None:
-            del _state.enabled
-        else:
-            _state.enabled = previous
+        _state.enabled = previous
 
 
 def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False,
@@ -56,19 +56,18 @@ def layer_norm(norm: nn.Module, x: torch.Tensor, feeds_linear: bool = False,
     """``norm(x)`` for a block's ``norm`` (``[..., C]`` tokens), fused where it applies (see the module
     docstring). ``feeds_linear``: the output goes straight into an ``nn.Linear`` (qkv, fc1, a merge's reduction),
     so under autocast it may be written in the autocast dtype. ``backend``: as :func:`swin_fused.window_attention`'s
-    (None: the one in force)."""
-    if not _fused_applies(norm, x, backend) or _hooked(norm):
+    (None: the one in force). A norm with hooks or an instance-level ``forward`` (a wrapper) is called as it is."""
+    if "forward" in norm.__dict__ or observed(norm) or not _fused_applies(norm, x, backend):
         return norm(x)
     return _fused(norm, x, feeds_linear)
 
 
 def patched_forward(norm: nn.Module, x: torch.Tensor, feeds_linear: bool, backend: Optional[str]) -> torch.Tensor:
-    """The body of an ``nn.LayerNorm``'s ``forward`` that :func:`swin_fused.optimize` replaced: ``norm(x)`` has run
-    the hooks around it already, so hooks do not stop the fused call, but a forward hook (the module's or a global
-    one) sees the output in the dtype PyTorch's norm gives it, so ``feeds_linear`` yields to it."""
+    """The body of an ``nn.LayerNorm``'s ``forward`` that :func:`swin_fused.optimize` replaced (its ``__call__``
+    runs the hooks around it): fused where it applies, else ``nn.LayerNorm.forward``. The caller decides
+    ``feeds_linear`` (see :mod:`swin_fused.interop._patching`)."""
     if not _fused_applies(norm, x, backend):
         return nn.LayerNorm.forward(norm, x)
-    feeds_linear = feeds_linear and not (norm._forward_hooks or _module._global_forward_hooks)
     return _fused(norm, x, feeds_linear)
 
 
@@ -83,23 +82,38 @@ def _fused(norm: nn.Module, x: torch.Tensor, feeds_linear: bool) -> torch.Tensor
 def _fused_applies(norm: nn.Module, x: torch.Tensor, backend: Optional[str]) -> bool:
     """A plain eager call on CUDA with the Triton backend, of a plain ``nn.LayerNorm`` over the last dimension
     (with weight and bias, within the kernel's channels), on plain tensors (no subclass's ``__torch_function__``,
-    no DTensor, no FX Proxy). Hooks are the caller's business (:func:`layer_norm` vs :func:`patched_forward`)."""
+    no DTensor, no FX Proxy; the weights plain tensors too, as nn.DataParallel's replicas hold them). Hooks are the
+    caller's business (:func:`layer_norm` vs :func:`patched_forward`)."""
     if torch.compiler.is_compiling():  # first: dynamo traces this function, and inductor fuses norms itself
         return False
-    if not (type(x) is torch.Tensor and fused_norms_enabled() and _on_gpu(x) and type(norm) is nn.LayerNorm
+    if not (type(x) is torch.Tensor and _on_gpu(x) and _state.enabled and type(norm) is nn.LayerNorm
             and norm.elementwise_affine and norm.bias is not None and len(norm.normalized_shape) == 1
-            and x.dtype in _DTYPES and type(norm.weight) is nn.Parameter and type(norm.bias) is nn.Parameter
+            and x.dtype in _DTYPES and type(norm.weight) in _WEIGHTS and type(norm.bias) in _WEIGHTS
             and resolve_backend(x, backend) == "triton" and plain_eager()):
         return False
-    try:
-        from .kernels.layer_norm import MAX_CHANNELS
-    except ImportError:  # no Triton: the window attention says so; the norms stay PyTorch's
-        return False
-    return norm.normalized_shape[0] <= MAX_CHANNELS
+    kernels = _kernels()
+    return kernels is not None and norm.normalized_shape[0] <= kernels.MAX_CHANNELS
 
 
-def _hooked(norm: nn.Module) -> bool:
-    """Whether ``norm(x)`` would run hooks (the module's own, or every module's), which the fused call skips."""
+def _kernels():
+    """``kernels.layer_norm``, imported on first use (importing the package needs no Triton) and kept; None without
+    Triton (the window attention says so; the norms stay PyTorch's)."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from .kernels import layer_norm as kernels
+        except ImportError:
+            return None
+        _KERNELS = kernels
+    return _KERNELS
+
+
+_KERNELS = None
+
+
+def observed(norm: nn.Module) -> bool:
+    """Whether anything but the Linear after it sees ``norm``'s call: hooks of its own (forward, pre-forward,
+    backward: a backward hook sees the output's gradient, in the output's dtype) or every module's."""
     return bool(norm._forward_hooks or norm._forward_pre_hooks or norm._backward_hooks
                 or norm._backward_pre_hooks or _module._global_forward_hooks
                 or _module._global_forward_pre_hooks or _module._global_backward_hooks
@@ -107,6 +121,7 @@ def _hooked(norm: nn.Module) -> bool:
 
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_WEIGHTS = (nn.Parameter, torch.Tensor)
 
 
 def _on_gpu(x: torch.Tensor) -> bool:
@@ -120,21 +135,17 @@ class _FusedLayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, out_dtype):
-        from .kernels.layer_norm import layer_norm_fwd
-
-        y, mean, rstd = layer_norm_fwd(x, weight, bias, eps, out_dtype)
+        y, mean, rstd = _kernels().layer_norm_fwd(x, weight, bias, eps, out_dtype)
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.eps, ctx.out_dtype = eps, out_dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        from .kernels.layer_norm import layer_norm_bwd
-
         x, weight, bias, mean, rstd = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True, e.g. a gradient penalty
             return (*_differentiable_gradients(dy, x, weight, bias, ctx.eps, ctx.out_dtype), None, None)
-        dx, dw, db = layer_norm_bwd(dy, x, weight, mean, rstd)
+        dx, dw, db = _kernels().layer_norm_bwd(dy, x, weight, mean, rstd)
         return dx, dw.to(weight.dtype), db.to(bias.dtype), None, None
 
 

@@ -13,6 +13,7 @@ copies and pickles, ``nn.DataParallel`` replicas, norms that are not plain ``nn.
 ``use_fused_norms(False)``, a pinned backend and torch.compile.
 """
 import copy
+import functools
 import io
 import sys
 import types
@@ -64,15 +65,16 @@ BUILDERS = {
 }
 FAMILIES = list(BUILDERS)
 #: The norm after the attention (post-norm, V2) goes into the residual sum: never in the Linear's dtype. Pre-norm:
-#: the MLP's norm always, the attention's where the adapter's own forward feeds it to the qkv Linear (official, HF).
-#: (block norms' names, patched forward's feeds_linear, the Linear's dtype in the routed call)
+#: the MLP's norm where the MLP is the library's own (not the official code's, which its users copy), the
+#: attention's where the adapter's own forward feeds it to the qkv Linear (official, detection, HF).
+#: (block norms' names, whether the patched forward has a Linear reader, the Linear's dtype in the routed call)
 BLOCK_NORMS = {
     "timm": (("norm1", False, False), ("norm2", True, True)),
     "torchvision": (("norm1", False, False), ("norm2", True, True)),
-    "official": (("norm1", False, True), ("norm2", True, True)),
+    "official": (("norm1", False, True), ("norm2", False, False)),
     "transformers": (("layernorm_before", False, True), ("layernorm_after", True, True)),
     "transformers-v2": (("layernorm_before", False, False), ("layernorm_after", False, False)),
-    "detection": (("norm1", False, True), ("norm2", True, True)),
+    "detection": (("norm1", False, True), ("norm2", False, False)),
     "timm-v2": (("norm1", False, False), ("norm2", False, False)),
     "torchvision-v2": (("norm1", False, False), ("norm2", False, False)),
 }
@@ -88,6 +90,8 @@ def build(family):
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.copy_((1 if name.endswith("weight") else 0) + 0.3 * torch.randn_like(p))
+    for i, norm in enumerate(m for m in model.modules() if type(m) is torch.nn.LayerNorm):
+        norm.eps = (1e-5, 0.5, 1e-3)[i % 3]  # the kernel must take each norm's own eps
     return model.eval().to(DEVICE)
 
 
@@ -97,7 +101,7 @@ def images(family, batch=2):
 
 
 def expected_norms(family, model, report):
-    """``{name: (feeds_linear, in the Linear's dtype)}`` in the model's module order: each routed block's two norms
+    """``{name: (has a Linear reader, in the Linear's dtype)}`` in the model's module order: each routed block's two norms
     (torchvision routes the attention inside its block) and the libraries' merges' norms."""
     blocks = [name.rpartition(".")[0] if family.startswith("torchvision") else name for name in report.patched]
     norms = {f"{block}.{norm}": (feeds, in_linear) for block in blocks for norm, feeds, in_linear in BLOCK_NORMS[family]}
@@ -147,10 +151,12 @@ def test_the_routed_blocks_norms_and_the_report(family):
     modules = dict(fast.named_modules())
     expected = expected_norms(family, model, report)
     assert report.norms == list(expected) and len(report.norms) == 8 + (family not in ("official", "detection"))
-    for name, (feeds_linear, _) in expected.items():
+    for name, (has_reader, _) in expected.items():
         norm = modules[name]
         assert type(norm) is torch.nn.LayerNorm and norm.forward.args == (norm,)
-        assert getattr(norm, MARK).state == {"feeds_linear": feeds_linear}, name
+        reader = getattr(norm, MARK).state["reader"]
+        assert (reader is not None) == has_reader, name
+        assert reader is None or type(getattr(reader[0], reader[1])) is torch.nn.Linear
     assert f"LayerNorms on the fused norm kernel (eager CUDA calls): {len(report.norms)}" in str(report)
     assert list(fast.state_dict()) == list(model.state_dict())
     unrouted = [n for n, m in modules.items() if type(m) is torch.nn.LayerNorm and n not in report.norms]
@@ -288,7 +294,7 @@ def test_mmdet_blocks_norms(monkeypatch):
                                                 strides=(4, 2), out_indices=(0, 1))).eval().to(DEVICE)
     fast, report = optimized(model)
     assert report.norms == [f"stages.{s}.blocks.{b}.norm{i}" for s in range(2) for b in range(2) for i in (1, 2)]
-    assert all(getattr(dict(fast.named_modules())[n], MARK).state == {"feeds_linear": False} for n in report.norms)
+    assert all(getattr(dict(fast.named_modules())[n], MARK).state == {"reader": None} for n in report.norms)
     x = torch.randn(2, 3, 40, 40, device=DEVICE)
     with torch.no_grad(), swin_fused.use_backend("torch"):
         want = model(x)
@@ -313,3 +319,135 @@ def test_compiled_optimized_block_keeps_pytorchs_norms(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         block(x)
     assert len(fused.calls) == 2  # the same block, eager
+
+
+# --------------------------------------------------------------------------------------------------------
+# What else may read a norm's output, or wrap its call: then PyTorch's dtype, or the wrapper's own code.
+
+def _observers(fast):
+    """Each way (name, installer) something other than the MLP's Linear sees timm's block norm2's call."""
+    block = fast.layers[0].blocks[0]
+    return [
+        ("norm backward hook", lambda: block.norm2.register_full_backward_hook(lambda m, gi, go: None)),
+        ("norm forward pre-hook", lambda: block.norm2.register_forward_pre_hook(lambda m, args: None)),
+        ("mlp forward pre-hook", lambda: block.mlp.register_forward_pre_hook(lambda m, args: None)),
+        ("fc1 forward pre-hook", lambda: block.mlp.fc1.register_forward_pre_hook(lambda m, args: None)),
+        ("global backward hook",
+         lambda: torch.nn.modules.module.register_module_full_backward_hook(lambda m, gi, go: None)),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_anything_else_seeing_the_output_gets_pytorchs_dtype(monkeypatch):
+    model = build("timm")
+    x = images("timm")
+    fast, report = optimized(model)
+    fused = FusedNorms(monkeypatch)
+    run(fast, x, autocast=torch.float16)
+    in_linear = fused.calls[:2]
+    assert in_linear == [torch.float32, torch.float16], "the first block: norm1 fp32, norm2 the Linear's dtype"
+    for what, register in _observers(fast):
+        handle = register()
+        fused.calls.clear()
+        run(fast, x, autocast=torch.float16)
+        handle.remove()
+        assert fused.calls[1] == torch.float32, what
+    block = fast.layers[0].blocks[0]
+    fc1 = block.mlp.fc1
+    block.mlp.fc1 = torch.nn.Sequential(fc1)  # replaced after optimize() (a LoRA wrapper, a quantized layer)
+    fused.calls.clear()
+    run(fast, x, autocast=torch.float16)
+    assert fused.calls[1] == torch.float32
+    block.mlp.fc1 = fc1
+
+
+class _ParallelAdapterBlock(timm_swin.SwinTransformerBlock):
+    """A subclass whose forward also reads norm2's output beside the MLP."""
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        x = x + self._attn(self.norm1(x))
+        y = self.norm2(x.reshape(B, -1, C))
+        return (x.reshape(B, -1, C) + self.mlp(y) + 0.5 * y).reshape(B, H, W, C)
+
+
+def test_a_block_subclass_or_a_copied_mlp_gets_no_reader():
+    block = _ParallelAdapterBlock(dim=24, input_resolution=(8, 8), num_heads=2, window_size=4, shift_size=2)
+    swin_fused.optimize(block, verbose=False)
+    assert getattr(block.norm2, MARK).state == {"reader": None}
+    official = build("official")
+    swin_fused.optimize(official, verbose=False)  # the official code's Mlp is its users' copy
+    assert getattr(official.layers[0].blocks[0].norm2, MARK).state == {"reader": None}
+
+
+def _doubled(norm, x):
+    return 2 * torch.nn.LayerNorm.forward(norm, x)
+
+
+@pytest.mark.parametrize("family", ["official", "transformers"])
+def test_a_wrapped_norm_keeps_its_wrapper(monkeypatch, family):
+    """An instance-level forward set on a norm before optimize() (a user's wrapper, accelerate's hook): the norm is
+    left unpatched and the adapters' own forwards call it as it is, so the wrapper runs, as in the library."""
+    model = build(family)
+    norm_name = f"{'layers.0.blocks.0' if family == 'official' else 'swin.encoder.layers.0.blocks.0'}." \
+                f"{BLOCK_NORMS[family][0][0]}"
+    norm = dict(model.named_modules())[norm_name]
+    norm.forward = functools.partial(_doubled, norm)  # a partial: deep copies bind it to the copy
+    x = images(family)
+    want = run(model, x)
+    fast, report = optimized(model)
+    assert norm_name not in report.norms and len(report.norms) == len(expected_norms(family, model, report)) - 1
+    FusedNorms(monkeypatch)
+    for g, w in zip(run(fast, x), want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item() + 1e-8)
+
+
+def test_undo_under_a_wrapper_set_later_keeps_the_wrapper(monkeypatch):
+    model = build("timm")
+    x = images("timm")
+    fast, _ = optimized(model)
+    norm = fast.layers[0].blocks[0].norm2
+    patched, seen = norm.forward, []
+    norm.forward = lambda x: seen.append(1) or patched(x)  # as accelerate's add_hook_to_module wraps a forward
+    with pytest.warns(UserWarning, match=r"left 1 modules routed \(layers.0.blocks.0.norm2\)"):
+        report = swin_fused.optimize(fast, undo=True, verbose=False)
+    assert len(report.restored) == 4 and MARK in norm.__dict__
+    for g, w in zip(run(fast, x), run(model, x)):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item() + 1e-8)
+    assert seen
+
+
+def test_routing_order_partial_undo_and_replicas(monkeypatch):
+    model = build("torchvision")
+    attn = model.features[1][0].attn
+    swin_fused.optimize(attn, verbose=False)  # the attention alone (its norms are its block's), then the model
+    report = swin_fused.optimize(model, verbose=False)
+    assert report.already_optimized == ["features.1.0.attn"] and len(report.norms) == 9
+    undone = swin_fused.optimize(model.features[1][0], undo=True, verbose=False)
+    assert undone.restored == ["attn"]
+    assert not [n for n, m in model.features[1][0].named_modules() if MARK in m.__dict__]
+    assert len(swin_fused.optimize(model, verbose=False).norms) == 9
+
+    fused = FusedNorms(monkeypatch)
+    x = torch.randn(2, 10, 10, 24, device=DEVICE)
+    block = model.features[1][1]
+    replica = block._replicate_for_data_parallel()  # nn.DataParallel: plain-tensor weights, patches re-bound
+    for key in ("norm1", "norm2"):
+        replica._modules[key] = getattr(block, key)._replicate_for_data_parallel()
+        for pname, p in getattr(block, key)._parameters.items():
+            setattr(replica._modules[key], pname, 1.5 * p.detach())
+    with torch.no_grad(), swin_fused.use_backend("torch"):
+        replica(x)
+    assert len(fused.calls) == 2
+
+
+def test_torch_jit_script_takes_the_librarys_norms():
+    """TorchScript cannot compile the patched forward: scripting an optimized model (as timm's models script) takes
+    its norms back to nn.LayerNorm's forward, the patch removed."""
+    model = build("timm")
+    x = images("timm")
+    fast, report = optimized(model)
+    with pytest.warns(FutureWarning, match="deprecated"), swin_fused.use_backend("torch"):
+        scripted = torch.jit.script(fast)
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not [n for n in report.norms if MARK in dict(fast.named_modules())[n].__dict__]

@@ -111,7 +111,7 @@ class Patch:
     family: str
     replacement: Callable  # module-level function (module, *args, **kwargs)
     backend: Optional[str]
-    state: Dict[str, Any] = field(default_factory=dict)
+    state: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     def call_original(self, module: nn.Module, *args, **kwargs):
         return getattr(type(module), self.attr)(module, *args, **kwargs)
@@ -297,46 +297,79 @@ def heads_reason(qkv: nn.Linear, num_heads: int) -> Optional[str]:
 # The LayerNorms. A patched block's nn.LayerNorms, and a routed model's merging layers' (the adapters' merge_norm),
 # get a patched ``forward`` too (the same record, family NORM), which runs the fused norm kernel where it applies
 # (:func:`swin_fused.norm.patched_forward`: eager CUDA calls with the Triton backend) and nn.LayerNorm's own
-# forward everywhere else. ``feeds_linear`` (the output may be written in the autocast dtype, as the Linear after
-# it would cast it) only where every path of the library hands the output to a Linear and to nothing else: the
-# MLP's norm, a V1 merge's norm. The attention's norm feeds the library's own code on its fallback path, where a
-# mask built in the input's dtype would change the numbers; adapters with their own block forward ask for the
-# Linear's dtype in that call alone (:func:`block_norm`).
+# forward everywhere else. Under autocast PyTorch's norm gives fp32, which the Linear after it casts; the fused
+# norm writes the Linear's dtype instead only where that Linear is, at call time, the output's only reader: the
+# norm's ``reader`` (set where the library's code hands the output to the MLP's first Linear, or a V1 merge's
+# reduction, and to nothing else) is still a plain, unhooked nn.Linear, nothing between them has hooks, and nothing
+# observes the norm (hooks of its own or global ones, a wrapper around its forward). The attention's norm feeds the
+# library's own code on its fallback path, where a mask built in the input's dtype would change the numbers: it
+# has no reader, and the adapters that run the block's forward themselves ask for the Linear's dtype in that call
+# alone (:func:`block_norm`).
 
 NORM = "layernorm"
+#: ``torch.jit.script`` calls this on every module first: TorchScript cannot compile the patched forward.
+SCRIPTABLE = "__prepare_scriptable__"
+
+#: ``(owner, name, via)``: the Linear ``getattr(owner, name)`` reads the norm's output, through ``via`` (a module
+#: called on it first, whose hooks would see it) or directly (None).
+Reader = Optional[Tuple[nn.Module, str, Optional[nn.Module]]]
 
 
 def routable_norm(norm: Optional[nn.Module]) -> bool:
     """Whether ``norm`` is a LayerNorm the fused kernel stands in for: a plain ``nn.LayerNorm`` over the last
     dimension with weight and bias, whose ``forward`` is its class's (anything else is left as it is)."""
     return (type(norm) is nn.LayerNorm and norm.elementwise_affine and norm.bias is not None
-            and len(norm.normalized_shape) == 1 and not {"forward", REPLICATE, MARK} & norm.__dict__.keys())
+            and len(norm.normalized_shape) == 1 and not {"forward", REPLICATE, MARK, SCRIPTABLE} & norm.__dict__.keys())
 
 
-def mlp_feeds_linear(mlp: Optional[nn.Module]) -> bool:
-    """Whether ``mlp(x)`` starts with a plain Linear on ``x``: the libraries' MLPs (timm's / the official ``Mlp``
-    and HF's ``SwinMLP``: ``fc1`` first; torchvision's ``MLP``: a Sequential, a Linear first)."""
-    if type(mlp).__name__ in ("Mlp", "SwinMLP"):
-        return type(getattr(mlp, "fc1", None)) is nn.Linear
-    if isinstance(mlp, nn.Sequential) and type(mlp).forward is nn.Sequential.forward and len(mlp):
-        return type(mlp[0]) is nn.Linear
-    return False
+def mlp_reader(mlp: Optional[nn.Module], mlp_class: Optional[type], first: str = "fc1") -> Reader:
+    """The MLP's first Linear as its norm's reader, where ``mlp`` is exactly the library's ``mlp_class`` (whose
+    forward starts with ``getattr(mlp, first)`` on its input); None otherwise."""
+    if mlp_class is None or type(mlp) is not mlp_class:
+        return None
+    return mlp, first, mlp
 
 
-def install_norm(norm: nn.Module, feeds_linear: bool, backend: Optional[str]) -> None:
-    install(norm, Patch("forward", NORM, _norm_forward, backend, {"feeds_linear": bool(feeds_linear)}))
+def install_norm(norm: nn.Module, reader: Reader, backend: Optional[str]) -> None:
+    install(norm, Patch("forward", NORM, _norm_forward, backend, {"reader": reader}))
+    setattr(norm, SCRIPTABLE, functools.partial(_unpatch_for_script, norm))
+
+
+def _unpatch_for_script(norm: nn.Module) -> nn.Module:
+    uninstall(norm)
+    return norm
 
 
 def _norm_forward(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A patched ``nn.LayerNorm.forward``: ``[..., C] -> [..., C]``."""
-    patch = patch_of(norm)
-    return _norm.patched_forward(norm, x, patch.state["feeds_linear"], patch.backend)
+    patch = norm.__dict__.get(MARK)
+    if patch is None:  # undone, and still called by a wrapper set around it after optimize()
+        return nn.LayerNorm.forward(norm, x)
+    return _norm.patched_forward(norm, x, _reads_linear(patch.state["reader"]) and _unobserved(norm), patch.backend)
 
 
-def block_norm(patch: Patch, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` for an adapter's own block forward, whose next step is a Linear on the result: fused (and in the
-    autocast dtype) where it applies, else ``norm(x)`` (hooks run, then the patched forward, if any)."""
-    return _norm.layer_norm(norm, x, feeds_linear=True, backend=patch.backend)
+def _reads_linear(reader: Reader) -> bool:
+    if reader is None:
+        return False
+    owner, name, via = reader
+    linear = getattr(owner, name, None)
+    return type(linear) is nn.Linear and not has_hooks(linear) and not (via is not None and has_hooks(via))
+
+
+def _unobserved(norm: nn.Module) -> bool:
+    """No hooks see the norm's call (its own, global ones) and its forward is the patch itself (no wrapper)."""
+    return _ours(norm.__dict__.get("forward"), norm, _norm_forward) and not _norm.observed(norm)
+
+
+def block_norm(norm: nn.Module, x: torch.Tensor, linear: Optional[nn.Module] = None) -> torch.Tensor:
+    """``norm(x)`` for an adapter's own block forward, whose next step is ``linear`` on the result (None: an
+    ``F.linear`` the adapter calls itself): a routed, unobserved norm writes the Linear's dtype under autocast;
+    anything else is called as it is (hooks, wrappers, its patched forward)."""
+    patch = norm.__dict__.get(MARK)
+    if patch is None or not _unobserved(norm) or (linear is not None and (type(linear) is not nn.Linear
+                                                                           or has_hooks(linear))):
+        return norm(x)
+    return _norm.patched_forward(norm, x, True, patch.backend)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -356,14 +389,30 @@ def _replicate_patched(module: nn.Module) -> nn.Module:
     module's ``__dict__``, whose partials are bound to the module itself: bind the replica's to the replica,
     so it computes with the Parameters replicate() gives it."""
     replica = type(module)._replicate_for_data_parallel(module)
-    install(replica, dataclasses.replace(getattr(module, MARK)))
+    patch = dataclasses.replace(getattr(module, MARK))
+    if patch.family == NORM:
+        install_norm(replica, patch.state["reader"], patch.backend)
+    else:
+        install(replica, patch)
     return replica
 
 
-def uninstall(module: nn.Module) -> None:
-    patch: Patch = module.__dict__.pop(MARK)
-    for attr in (patch.attr, REPLICATE):
-        module.__dict__.pop(attr, None)
+def _ours(value, module: nn.Module, func: Callable) -> bool:
+    return isinstance(value, functools.partial) and value.func is func and value.args == (module,)
+
+
+def uninstall(module: nn.Module) -> bool:
+    """Remove the patch; False (and nothing removed) where a wrapper set after optimize() (accelerate's hooks, a
+    user's) replaced the patched attribute and still calls the patch: removing it would drop the wrapper."""
+    patch: Patch = module.__dict__[MARK]
+    if not _ours(module.__dict__.get(patch.attr), module, patch.replacement):
+        return False
+    del module.__dict__[MARK]
+    for attr, func in ((patch.attr, patch.replacement), (REPLICATE, _replicate_patched),
+                       (SCRIPTABLE, _unpatch_for_script)):
+        if _ours(module.__dict__.get(attr), module, func):
+            del module.__dict__[attr]
+    return True
 
 
 def patch_of(module: nn.Module) -> Patch:

@@ -116,7 +116,7 @@ def _block_forward(block: nn.Module, x: torch.Tensor, mask_matrix=None) -> torch
     if L != H * W:
         raise ValueError(f"input feature has wrong size: {L} tokens, expected H*W = {H}*{W}")
     shortcut = x
-    qkv = attn.qkv(block_norm(patch, block.norm1, x).view(B, H, W, C))
+    qkv = attn.qkv(block_norm(block.norm1, x, attn.qkv).view(B, H, W, C))
     window, shift = (block.window_size, block.window_size), (block.shift_size, block.shift_size)
     out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, window, shift,
                  pad_qkv=attn.qkv.bias, shift_before_pad=False,
@@ -199,7 +199,7 @@ def _mm_norms(msa: nn.Module, block: Optional[nn.Module], mm_swin: types.ModuleT
     """mmdet's / mmseg's ``SwinBlock`` around ``msa``: ``norm1`` -> the attention, ``norm2`` -> mmcv's FFN (neither
     handed over in the Linear's dtype: mmdet's code runs on both)."""
     if type(block) is getattr(mm_swin, "SwinBlock", None) and block.attn is msa:
-        return (block.norm1, False), (block.norm2, False)
+        return (block.norm1, None), (block.norm2, None)
     return ()
 
 

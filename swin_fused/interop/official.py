@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ._layouts import STAGE_NORM, Layout, StateDict, has_swin_blocks, merging_placement
 from ._patching import (Candidate, attend, block_norm, first, heads_reason, hook_reason, index_reason,
-                        instance_reason, linear_reason, mask_reason, mlp_feeds_linear, needs_library_path, patch_of,
+                        instance_reason, linear_reason, mask_reason, needs_library_path, patch_of,
                         shift_reason, table_reason)
 
 FAMILY = "official"
@@ -74,7 +74,7 @@ def _forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"input feature has wrong size: {L} tokens, expected H*W = {H}*{W} = {H * W} "
                          f"for input_resolution {tuple(block.input_resolution)}")
     shortcut = x
-    qkv = attn.qkv(block_norm(patch, block.norm1, x).view(B, H, W, C))
+    qkv = attn.qkv(block_norm(block.norm1, x, attn.qkv).view(B, H, W, C))
     out = attend(patch, qkv, attn.relative_position_bias_table, attn.num_heads, tuple(attn.window_size),
                  (block.shift_size, block.shift_size), pad_qkv=None, shift_before_pad=False,
                  dropout_p=attn.attn_drop.p if attn.training else 0.0,
@@ -89,9 +89,10 @@ _ATTN_ATTRS = ("qkv", "proj", "relative_position_bias_table", "relative_position
 
 
 def pre_norms(block: nn.Module):
-    """The official block's norms (pre-norm): ``norm1`` -> the patched forward's qkv (asked for there: the
-    original forward runs other code on it), ``norm2`` -> ``mlp``."""
-    return (block.norm1, False), (block.norm2, mlp_feeds_linear(block.mlp))
+    """``(norm, reader)`` of the official block (pre-norm): ``norm1`` -> the patched forward's qkv (asked for
+    there: the original forward runs other code on it), ``norm2`` -> ``mlp``, the user's copy of the official
+    code (no reader: its forward could read its input some other way)."""
+    return (block.norm1, None), (block.norm2, None)
 
 
 def positional_parameters(method) -> int:

@@ -10,8 +10,11 @@ and how, is in its module (:mod:`swin_fused.interop.timm`, ``.torchvision``, ``.
 
 Each routed block's two LayerNorms, and the norm of each of timm's, torchvision's and HF's merging layers in a model
 with routed blocks, get a patched ``forward`` too: the fused norm kernel in eager CUDA calls with the Triton backend,
-``nn.LayerNorm.forward`` everywhere else (see :mod:`swin_fused.interop._patching`, "The blocks' LayerNorms", for
-where the output may be written in the autocast dtype). ``undo=True`` restores them too.
+``nn.LayerNorm.forward`` everywhere else (see :mod:`swin_fused.interop._patching`, "The LayerNorms", for where the
+output may be written in the autocast dtype: only where a Linear is, at call time, its only reader). ``undo=True``
+restores them too, except under a wrapper set around a patched method after optimize() (accelerate's hooks), which
+is left in place with a warning. ``torch.jit.script`` (which cannot compile the patched forward) takes the norms
+back to PyTorch's forward.
 
 Swin V2 blocks (timm ``SwinTransformerV2``, torchvision ``swin_v2_t/s/b``, HF ``Swinv2*``) run the op's cosine
 attention, with the continuous position bias computed by the block's own MLP on every call.
@@ -84,31 +87,59 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
     modules = dict(model.named_modules())
     names = {id(module): name for name, module in modules.items()}
     norms = set()  # names of the fused norms
-    merges = []  # (norm, feeds_linear) of the libraries' merging layers: routed if blocks are
+    merges = []  # (norm, reader) of the libraries' merging layers: routed if blocks are
+    wrapped = {}  # names of patched modules a wrapper set after optimize() calls: undo leaves them as they are
+
+    def classify(module, name):
+        return next((found for found in (adapter.classify(module, name) for adapter in ADAPTERS)
+                     if found is not None), None)
+
+    def block_norms(candidate, name):
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        return candidate.norms(parent) if candidate is not None else ()
+
+    def route(pairs):
+        for norm, reader in pairs:
+            if routable_norm(norm):
+                install_norm(norm, reader, backend)
+                norms.add(names.get(id(norm)))
+
+    def restore(module, name) -> bool:
+        if uninstall(module):
+            return True
+        wrapped[name] = None
+        return False
+
     for name, module in modules.items():
         patch: Optional[Patch] = module.__dict__.get(MARK)
-        if patch is not None and patch.family == NORM:  # a routed block's norm
+        if patch is not None and patch.family == NORM:  # a routed block's or merge's norm
             if undo:
-                uninstall(module)
+                restore(module, name)
             else:
                 patch.backend = backend
                 norms.add(name)
             continue
         if patch is not None:
             families.add(patch.family)
+            pairs = block_norms(classify(module, name), name)
             if undo:
-                uninstall(module)
-                report.restored.append(name)
+                for norm, _ in pairs:  # its norms too, wherever the walk meets them (torchvision's: before)
+                    if MARK in norm.__dict__:
+                        restore(norm, names.get(id(norm), name))
+                if restore(module, name):
+                    report.restored.append(name)
+                else:
+                    report.already_optimized.append(name)
             else:
                 patch.backend = backend
                 report.already_optimized.append(name)
+                route(pairs)  # routed before its norms were (optimize() on the attention alone, then the model)
             continue
         if isinstance(module, FusedBlock):
             families.add("swin_fused")
             report.already_fused.append(name)
             continue
-        candidate = next((found for found in (adapter.classify(module, name) for adapter in ADAPTERS)
-                          if found is not None), None)
+        candidate = classify(module, name)
         if candidate is None:
             merge = next((found for found in (adapter.merge_norm(module) for adapter in ADAPTERS
                                               if hasattr(adapter, "merge_norm")) if found is not None), None)
@@ -124,20 +155,19 @@ def optimize(model: nn.Module, *, backend: Optional[str] = None, verbose: bool =
             install(module, Patch(candidate.attr, candidate.family, candidate.replacement, backend,
                                   candidate.state()))
             report.patched.append(name)
-            for norm, feeds_linear in candidate.norms(modules.get(name.rpartition(".")[0]) if name else None):
-                if routable_norm(norm):
-                    install_norm(norm, feeds_linear, backend)
-                    norms.add(names.get(id(norm)))
+            route(block_norms(candidate, name))
         else:
             report.left_alone[name] = reason
     if report.patched or report.already_optimized:  # a Swin model of the library: its merges' norms too
-        for norm, feeds_linear in merges:
-            if routable_norm(norm):
-                install_norm(norm, feeds_linear, backend)
-                norms.add(names.get(id(norm)))
+        route(merges)
     report.family = ", ".join(sorted(families)) or "none"
     report.norms = [name for name in modules if name in norms]
 
+    if wrapped:
+        warnings.warn(f"swin_fused.optimize(undo=True) left {len(wrapped)} modules routed "
+                      f"({abbreviate(list(wrapped))}): a wrapper set after optimize() (accelerate's hooks, a user's) "
+                      f"replaced the patched method and calls it; remove the wrapper first, then undo", UserWarning,
+                      stacklevel=2)
     if report.left_alone:
         summary = "; ".join(f"{reason} ({abbreviate(names)})" for reason, names in report.reasons().items())
         warnings.warn(f"swin_fused.optimize left {len(report.left_alone)} of {report.num_blocks} Swin blocks on "

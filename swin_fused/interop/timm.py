@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..geometry import padded_size
 from ._layouts import Layout, StateDict, has_swin_blocks, merging_placement
 from ._patching import (Candidate, attend, first, hook_reason, index_reason, instance_reason, linear_reason,
-                        mask_reason, mlp_feeds_linear, needs_library_path, overridden, patch_of, shift_reason,
+                        mask_reason, mlp_reader, needs_library_path, overridden, patch_of, shift_reason,
                         table_reason, v2_reason, v2_terms)
 
 FAMILY = "timm"
@@ -149,19 +149,22 @@ def _check(block: nn.Module, timm_swin: types.ModuleType, block_class: type, v2:
     )
 
 
-def _norms(block: nn.Module, v2: bool):
-    """V1 (pre-norm): ``norm1`` -> timm's ``forward`` -> ``_attn``; ``norm2`` -> ``mlp``. V2 (post-norm): each norm's
-    output goes into the residual sum."""
-    return (getattr(block, "norm1", None), False), (getattr(block, "norm2", None),
-                                                    not v2 and mlp_feeds_linear(getattr(block, "mlp", None)))
+def _norms(block: nn.Module, block_class: type, v2: bool):
+    """V1 (pre-norm): ``norm1`` -> timm's ``forward`` -> ``_attn`` (no reader: the fallback is timm's code);
+    ``norm2`` -> ``mlp``, read by its ``fc1`` where the block's forward and the MLP are timm's own. V2
+    (post-norm): each norm's output goes into the residual sum."""
+    timm_mlp = getattr(sys.modules.get("timm.layers.mlp"), "Mlp", None)
+    plain = not v2 and type(block).forward is block_class.forward
+    return ((getattr(block, "norm1", None), None),
+            (getattr(block, "norm2", None), mlp_reader(getattr(block, "mlp", None), timm_mlp) if plain else None))
 
 
 def merge_norm(module: nn.Module):
-    """timm's merging layers: V1 normalises, then reduces (``(norm, True)``); V2 reduces, then normalises."""
+    """``(norm, reader)`` of timm's merging layers: V1 normalises, then reduces; V2 reduces, then normalises."""
     for module_name, v2 in (("timm.models.swin_transformer", False), ("timm.models.swin_transformer_v2", True)):
         timm_swin = sys.modules.get(module_name)
         if timm_swin is not None and type(module) is timm_swin.PatchMerging:
-            return module.norm, not v2 and type(module.reduction) is nn.Linear
+            return module.norm, None if v2 else (module, "reduction", None)
     return None
 
 
@@ -173,7 +176,7 @@ def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
         if timm_swin is not None and isinstance(module, getattr(timm_swin, block_name)):
             block_class = getattr(timm_swin, block_name)
             return Candidate(FAMILY, "_attn", _attn, lambda: _check(module, timm_swin, block_class, v2),
-                             norms=lambda parent: _norms(module, v2))
+                             norms=lambda parent: _norms(module, block_class, v2))
     attn = getattr(module, "attn", None)
     if not type(module).__module__.startswith("timm.") or not isinstance(attn, nn.Module):
         return None

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..semantics import SEMANTICS as _RULES
 from ._layouts import Layout, StateDict, rename
 from ._patching import (Candidate, attend, first, heads_reason, index_reason, instance_reason, linear_reason,
-                        mlp_feeds_linear, needs_library_path, overridden, patch_of, shift_reason, table_reason,
+                        mlp_reader, needs_library_path, overridden, patch_of, shift_reason, table_reason,
                         v2_reason, v2_terms)
 
 FAMILY = "torchvision"
@@ -149,22 +149,24 @@ def _check(attn: nn.Module, tv_swin: types.ModuleType) -> Optional[str]:
 
 
 def _norms(attn: nn.Module, block: Optional[nn.Module], tv_swin: types.ModuleType):
-    """The norms of torchvision's block around ``attn``. V1 (pre-norm): ``norm1`` -> the attention (whose fallback
-    is torchvision's code), ``norm2`` -> ``mlp``; V2 (post-norm): each output goes into the residual sum. Another
-    class holding the attention: its norms are its own business."""
+    """``(norm, reader)`` of torchvision's block around ``attn``. V1 (pre-norm): ``norm1`` -> the attention (no
+    reader: its fallback is torchvision's code), ``norm2`` -> ``mlp`` (torchvision's ``MLP``, a Linear first); V2
+    (post-norm): each output goes into the residual sum. Another class holding the attention: its norms are its
+    own business."""
     for block_class, v2 in ((tv_swin.SwinTransformerBlockV2, True), (tv_swin.SwinTransformerBlock, False)):
         if type(block) is block_class and block.attn is attn:
-            return (block.norm1, False), (block.norm2, not v2 and mlp_feeds_linear(block.mlp))
+            mlp_class = getattr(sys.modules.get("torchvision.ops.misc"), "MLP", None)
+            return (block.norm1, None), (block.norm2, None if v2 else mlp_reader(block.mlp, mlp_class, "0"))
     return ()
 
 
 def merge_norm(module: nn.Module):
-    """torchvision's merging layers: ``PatchMerging`` normalises, then reduces (``(norm, True)``);
+    """``(norm, reader)`` of torchvision's merging layers: ``PatchMerging`` normalises, then reduces;
     ``PatchMergingV2`` reduces, then normalises."""
     tv_swin = sys.modules.get("torchvision.models.swin_transformer")
     if tv_swin is None or type(module) not in (tv_swin.PatchMerging, tv_swin.PatchMergingV2):
         return None
-    return module.norm, type(module) is tv_swin.PatchMerging and type(module.reduction) is nn.Linear
+    return module.norm, (module, "reduction", None) if type(module) is tv_swin.PatchMerging else None
 
 
 def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:

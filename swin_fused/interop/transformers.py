@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..semantics import SEMANTICS as _RULES
 from ._layouts import Layout, StateDict, rename
 from ._patching import (Candidate, attend, block_norm, first, hook_reason, index_reason, instance_reason,
-                        linear_reason, mlp_feeds_linear, needs_library_path, overridden, patch_of, shift_reason,
+                        linear_reason, mlp_reader, needs_library_path, overridden, patch_of, shift_reason,
                         table_reason, v2_reason, v2_terms)
 
 FAMILY = "transformers"
@@ -219,7 +219,7 @@ def _layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensio
     B, L, C = hidden_states.shape
     configured = patch.state["configured"]
     window, shift = configured if always_partition else _RULES["transformers"].at(H, W, configured, None)
-    x = block_norm(patch, layer.layernorm_before, hidden_states).view(B, H, W, C)
+    x = block_norm(layer.layernorm_before, hidden_states).view(B, H, W, C)  # read by the F.linear below
     weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
         else None
@@ -336,14 +336,14 @@ def _v2_check(layer: nn.Module, hf_v2) -> Optional[str]:
 
 
 def merge_norm(module: nn.Module):
-    """HF's merging layers: ``SwinPatchMerging`` normalises, then reduces (``(norm, True)``);
+    """``(norm, reader)`` of HF's merging layers: ``SwinPatchMerging`` normalises, then reduces;
     ``Swinv2PatchMerging`` reduces, then normalises."""
     hf_swin = sys.modules.get("transformers.models.swin.modeling_swin")
     if hf_swin is not None and type(module) is hf_swin.SwinPatchMerging:
-        return module.norm, type(module.reduction) is nn.Linear
+        return module.norm, (module, "reduction", None)
     hf_v2 = sys.modules.get("transformers.models.swinv2.modeling_swinv2")
     if hf_v2 is not None and type(module) is hf_v2.Swinv2PatchMerging:
-        return module.norm, False
+        return module.norm, None
     return None
 
 
@@ -356,12 +356,13 @@ def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
                          state=lambda: {"configured": configured},
                          # layernorm_before -> the qkv (asked for in _layer_forward: HF's own forward builds its
                          # mask in that output's dtype); layernorm_after -> mlp
-                         norms=lambda parent: ((module.layernorm_before, False),
-                                               (module.layernorm_after, mlp_feeds_linear(getattr(module, "mlp", None)))))
+                         norms=lambda parent: ((module.layernorm_before, None),
+                                               (module.layernorm_after, mlp_reader(getattr(module, "mlp", None),
+                                                                                   getattr(hf_swin, "SwinMLP", None)))))
     hf_v2 = sys.modules.get("transformers.models.swinv2.modeling_swinv2")
     if hf_v2 is not None and isinstance(module, hf_v2.Swinv2Layer):
         return Candidate(FAMILY, "forward", _v2_layer_forward, lambda: _v2_check(module, hf_v2),
-                         norms=lambda parent: ((module.layernorm_before, False), (module.layernorm_after, False)))
+                         norms=lambda parent: ((module.layernorm_before, None), (module.layernorm_after, None)))
     kind = type(module)
     if kind.__module__.startswith("transformers.") and kind.__name__.lower().endswith(("swinlayer", "swinv2layer")):
         reason = f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer or Swinv2Layer: not reproduced"
