@@ -7,10 +7,13 @@ norms differ from the library's model. The oracle is the library's own model, un
 parameter gradient in fp32; under autocast within twice the autocast error of the library's model and of the
 optimized one with PyTorch's norms. What the kernel hands on in the Linear's dtype (the MLP's and a V1 merge's norm,
 the attention's norm only where the adapter's own forward feeds it to the qkv) is checked call by call, and a
-forward hook on a norm sees what the library's norm would give it. Also: which norms are routed (V1 and V2: timm,
-torchvision, HF; the official classification and detection code; mmdet), the report, idempotence, undo, deep
-copies and pickles, ``nn.DataParallel`` replicas, norms that are not plain ``nn.LayerNorm``s, blocks left alone,
-``use_fused_norms(False)``, a pinned backend and torch.compile.
+forward hook on a norm sees what the library's norm would give it, as does anything else that could see the output
+(backward hooks, global hooks, hooks on the MLP or its Linear, a Linear replaced after optimize(), a block subclass,
+a wrapped norm). Also: which norms are routed (V1 and V2: timm, torchvision, HF; the official classification and
+detection code; mmdet), each norm's own eps, the report, idempotence, routing order, undo (whole, partial, under a
+wrapper set later), deep copies and pickles, ``nn.DataParallel`` replicas, norms that are not plain
+``nn.LayerNorm``s, blocks left alone, ``use_fused_norms(False)``, a pinned backend, torch.compile of a block and of
+whole models (fullgraph), torch.jit.script.
 """
 import copy
 import functools
@@ -296,10 +299,9 @@ def test_mmdet_blocks_norms(monkeypatch):
     assert report.norms == [f"stages.{s}.blocks.{b}.norm{i}" for s in range(2) for b in range(2) for i in (1, 2)]
     assert all(getattr(dict(fast.named_modules())[n], MARK).state == {"reader": None} for n in report.norms)
     x = torch.randn(2, 3, 40, 40, device=DEVICE)
-    with torch.no_grad(), swin_fused.use_backend("torch"):
-        want = model(x)
-        fused = FusedNorms(monkeypatch)
-        got = fast(x)
+    want = run(model, x)
+    fused = FusedNorms(monkeypatch)
+    got = run(fast, x)
     assert len(fused.calls) == len(report.norms)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4 * w.abs().max().item() + 1e-8)
@@ -451,3 +453,20 @@ def test_torch_jit_script_takes_the_librarys_norms():
         scripted = torch.jit.script(fast)
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-4)
     assert not [n for n in report.norms if MARK in dict(fast.named_modules())[n].__dict__]
+
+
+@pytest.mark.parametrize("family", ["timm", "torchvision"])
+def test_whole_optimized_model_compiles_fullgraph(monkeypatch, family):
+    """Every patched norm (blocks' and merges') and attention traced whole by dynamo: no graph break, the library's
+    outputs, no fused norm inside the graph."""
+    model = build(family)
+    x = images(family)
+    fast, report = optimized(model)
+    fused = FusedNorms(monkeypatch)
+    torch._dynamo.reset()
+    with swin_fused.use_backend("torch"), torch.no_grad():
+        explained = torch._dynamo.explain(fast)(x)
+        assert explained.graph_break_count == 0, [str(b.reason).splitlines()[0] for b in explained.break_reasons]
+        got = torch.compile(fast, backend="eager", fullgraph=True)(x)
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-4)
+    assert not fused.calls
