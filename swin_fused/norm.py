@@ -26,6 +26,7 @@ from .backend import plain_eager, resolve_backend
 
 __all__ = ["layer_norm", "use_fused_norms", "fused_norms_enabled"]
 
+
 class _State(threading.local):
     enabled = os.environ.get("SWIN_FUSED_NORM", "1") not in ("", "0")  # each thread starts from the environment
 

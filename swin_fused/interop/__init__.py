@@ -19,7 +19,8 @@ Each module holds its library's whole story, in the same order:
   (:class:`._layouts.Layout`);
 - the patched methods, the checks that decide whether a block can be patched, and ``classify(module, name)``,
   which returns a :class:`._patching.Candidate` for a module of the library (or None), naming the block's
-  LayerNorms for the fused norm kernel (``norms``) and whether a Linear alone reads each one's output.
+  LayerNorms for the fused norm kernel (``norms``) with the Linear, if any, that alone reads each one's output;
+  ``merge_norm(module)`` does the same for the library's merging layer.
 
 What they share is written once: :mod:`._patching` (the report, installing / undoing / replicating a patch,
 the call-time fallback to the library's path, the common checks), :mod:`._checkpoints` (file I/O, unwrapping,
