@@ -127,10 +127,10 @@ class Candidate:
     replacement: Optional[Callable]
     check: Callable[[], Optional[str]]
     state: Callable[[], Dict[str, Any]] = dict
-    #: ``norms(parent)`` -> ``((norm, feeds_linear), ...)``: the block's LayerNorms for the fused norm kernel (see
-    #: :func:`install_norm`), ``parent`` being the module that holds the patched one (torchvision's block holds the
-    #: attention that is patched and the norms around it).
-    norms: Callable[[Optional[nn.Module]], Tuple[Tuple[nn.Module, bool], ...]] = lambda parent: ()
+    #: ``norms(parent)`` -> ``((norm, reader), ...)``: the block's LayerNorms for the fused norm kernel, each with its
+    #: ``Reader`` (see :func:`install_norm`), ``parent`` being the module that holds the patched one (torchvision's
+    #: block holds the attention that is patched and the norms around it).
+    norms: Callable[[Optional[nn.Module]], Tuple[Tuple[nn.Module, Any], ...]] = lambda parent: ()
 
 
 def attend(patch: Patch, qkv: torch.Tensor, table: torch.Tensor, num_heads: int, window: Pair, shift: Pair,
