@@ -13,6 +13,7 @@ import torch
 from triton import knobs
 from triton.runtime.autotuner import Autotuner
 
+from ..backend import tracing
 from ..checks import check_window_attention_args
 from ..geometry import MASK_VALUE, padded_size
 
@@ -235,7 +236,7 @@ def clear_plans() -> None:
 def eager() -> bool:
     """True in plain eager calls: nothing compiles or traces the launcher (torch.compile, export, fake tensors,
     dispatch modes), so metadata is concrete and launches go to Triton, not into a graph."""
-    return not (torch.compiler.is_compiling() or _tracing())
+    return not tracing()
 
 
 def tensor_signature(t: Optional[torch.Tensor]):
@@ -264,16 +265,6 @@ def placeholder(like: torch.Tensor, traced: bool) -> torch.Tensor:
     may write (all of them, when it cannot analyse the kernel) as a new value of its storage, and an unused alias
     of an output would then overwrite it."""
     return like.new_empty(1) if traced else like
-
-
-try:  # imported once: the launchers ask on every pointer argument (an import per call was ~2 us each)
-    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
-except ImportError:  # an older torch: its tracing does not reach the launchers
-    _in_dispatch_mode = None
-
-
-def _tracing() -> bool:
-    return _in_dispatch_mode is not None and _in_dispatch_mode()
 
 
 _INTERPRETED_JIT: dict = {}

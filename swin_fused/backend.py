@@ -12,13 +12,15 @@ Set it with :func:`set_backend`, for a scope with :func:`use_backend`, or with t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from typing import Iterator, Optional
 
 import torch
 
-__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend", "plain_eager"]
+__all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend", "plain_eager", "tracing",
+           "eager_cache"]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -74,16 +76,41 @@ def resolve_backend(x: torch.Tensor, name: Optional[str] = None) -> str:
     return name
 
 
-try:
+try:  # imported once: the launchers ask on every call
     from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
 except ImportError:  # an older torch: treat every call as traced (the fused ops then take their registered route)
     def _in_dispatch_mode() -> bool:
         return True
 
 
+def tracing() -> bool:
+    """True while anything records or fakes this call: torch.compile / export (Dynamo), or a dispatch mode
+    (FakeTensorMode, make_fx in every tracing mode, functionalization, FlopCounterMode). Then tensors may be
+    fake or symbolic: nothing may launch a kernel, read values, or fill a cache that later eager calls read."""
+    return torch.compiler.is_compiling() or _in_dispatch_mode()
+
+
 def plain_eager() -> bool:
-    """True when nothing traces or transforms this call: no torch.compile / export, no dispatch mode (fake
-    tensors, make_fx, functionalization, FlopCounterMode) and no torch.func transform (whose wrapped tensors a
-    launch cannot take). The fused ops launch directly only then."""
-    return not (torch.compiler.is_compiling() or _in_dispatch_mode()
-                or torch._C._functorch.peek_interpreter_stack() is not None)
+    """True when nothing traces or transforms this call: not :func:`tracing` and no torch.func transform (whose
+    wrapped tensors a launch cannot take). The fused ops launch directly only then."""
+    return not (tracing() or torch._C._functorch.peek_interpreter_stack() is not None)
+
+
+def eager_cache(maxsize: int):
+    """``functools.lru_cache`` for builders of constant tensors (index tables, masks), consulted in eager calls
+    only. While :func:`tracing`, the builder runs afresh: inside a FakeTensorMode its tensors are fake, and a
+    cached fake tensor would be served to every later eager caller (a model built under FakeTensorMode would
+    leave the process's next real models with fake buffers); under Dynamo the uncached builder traces into the
+    graph as constants, without Dynamo's warning about lru_cache wrappers."""
+
+    def wrap(build):
+        cached = functools.lru_cache(maxsize=maxsize)(build)
+
+        @functools.wraps(build)
+        def get(*args):
+            return build(*args) if tracing() else cached(*args)
+
+        get.cache_clear, get.cache_info = cached.cache_clear, cached.cache_info
+        return get
+
+    return wrap

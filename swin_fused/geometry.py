@@ -11,12 +11,13 @@ rolls the map by ``(-Sh, -Sw)`` before partitioning (so window-frame position ``
 """
 from __future__ import annotations
 
-import functools
 import operator
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .backend import eager_cache
 
 __all__ = [
     "MASK_VALUE",
@@ -129,7 +130,7 @@ def window_reverse(windows: torch.Tensor, window: Pair, H: int, W: int) -> torch
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
-@functools.lru_cache(maxsize=64)
+@eager_cache(maxsize=64)
 def _relative_position_index_cpu(wh: int, ww: int, th: int, tw: int) -> torch.Tensor:
     # Explicit CPU: under a `with torch.device(...)` context a bare arange would land on that device and be
     # cached there (a meta index would then poison every later model).
@@ -148,10 +149,7 @@ def relative_position_index(window: Pair, device=None, table_window: Optional[Pa
     central rows hold the same offsets). Shared and cached: do not modify the result in place.
     """
     th, tw = window if table_window is None else table_window
-    # Under torch.compile the index is traced into the graph as constants: call the uncached function, which
-    # Dynamo traces without its warning about lru_cache wrappers.
-    build = _relative_position_index_cpu.__wrapped__ if torch.compiler.is_compiling() else _relative_position_index_cpu
-    return build(window[0], window[1], th, tw).to(device)
+    return _relative_position_index_cpu(window[0], window[1], th, tw).to(device)
 
 
 def same_index(incoming: torch.Tensor, own: torch.Tensor) -> bool:
@@ -164,7 +162,7 @@ def same_index(incoming: torch.Tensor, own: torch.Tensor) -> bool:
     return torch.equal(incoming.to(own.device), own.to(incoming.dtype))
 
 
-@functools.lru_cache(maxsize=64)
+@eager_cache(maxsize=64)
 def _table_gather_index_cpu(window: Pair, table_window: Pair) -> torch.Tensor:
     rows = relative_position_index(window, table_window=table_window).reshape(-1)  # N*N
     n_pairs = rows.numel()

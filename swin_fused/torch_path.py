@@ -16,22 +16,24 @@ Measured on one core of the 2-core CI CPU, batch 8 fp32, no grad: 1.2-2.1x faste
 Swin-T stage shapes, 193 -> 120 ms of window attention per Swin-T forward; that is what puts the package's
 model ahead of timm and torchvision there (``swin-fused bench --device cpu``, bench/).
 
-Under ``torch.compile`` the same computation is written as plain tensor ops instead (pad, roll, partition,
-SDPA, reverse): the cached index tables would make Dynamo trace data-dependent code, and Inductor fuses the
-copies anyway.
+Under ``torch.compile``, ``torch.export`` and every dispatch mode (``make_fx``, FakeTensorMode) the same
+computation is written as plain tensor ops instead (pad, roll, partition, SDPA, reverse): the index tables
+are built by reading values, which fake and symbolic tensors do not have, and Inductor fuses the copies
+anyway.
 
 Caching: only geometry (token order, relative-position rows, shift mask) is cached, keyed on sizes, device
-and dtype. The bias is gathered from ``table`` on every call, so a table that changes (optimizer step,
-``load_state_dict``) is never served stale, and gradients flow to it, to ``qkv`` and to ``pad_qkv``.
+and dtype, and only in eager calls (:func:`swin_fused.backend.eager_cache`). The bias is gathered from
+``table`` on every call, so a table that changes (optimizer step, ``load_state_dict``) is never served
+stale, and gradients flow to it, to ``qkv`` and to ``pad_qkv``.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from .backend import eager_cache, tracing
 from .geometry import (
     MASK_VALUE,
     pad_map,
@@ -57,7 +59,7 @@ class _WindowOrder(NamedTuple):
     pad_slots: Optional[torch.Tensor]  # [P] window slots that hold padding tokens, or None without padding
 
 
-@functools.lru_cache(maxsize=256)
+@eager_cache(maxsize=256)
 def _window_order(H: int, W: int, window: Pair, shift: Pair, shift_before_pad: bool,
                   device: torch.device) -> _WindowOrder:
     # Run the reference's own pad / roll / partition on a map of token ids (id H*W marks padding), so this
@@ -102,7 +104,7 @@ class _TableRows(torch.autograd.Function):
         return grad[gather].sum(1), None, None
 
 
-@functools.lru_cache(maxsize=64)
+@eager_cache(maxsize=64)
 def _shift_mask(Hp: int, Wp: int, window: Pair, shift: Pair, device: torch.device, dtype: torch.dtype,
                 value: float) -> torch.Tensor:
     return shift_mask(Hp, Wp, window, shift, device, dtype, value)  # nW, N, N
@@ -153,7 +155,7 @@ def window_attention_torch(
     if cosine_scale is not None:
         qkv, pad_qkv = _cosine_inputs(qkv, pad_qkv, cosine_scale, num_heads)
         scale = 1.0
-    if torch.compiler.is_compiling():
+    if tracing():  # symbolic or fake sizes: no index tables (they read values) and nothing cached
         return _traceable(qkv, table, num_heads, window, shift, scale, pad_qkv, shift_before_pad, table_window,
                           dropout_p, mask_value)
     (wh, ww), (sh, sw) = window, shift

@@ -10,15 +10,24 @@ torch.export of a swin_fused model.
   to export with "Constraints violated" for the same reason.
 - With the triton backend in force the graph keeps the fused custom op (``swin_fused.window_attention``) and
   gives the eager bits.
+- ``make_fx`` (the tracer under AOTAutograd-style tools) in its real, fake and symbolic modes: the torch
+  backend traces its plain-op formulation (its eager route reads index values that fake and symbolic tensors
+  do not have), the triton backend keeps the fused op; both give eager's numbers. A fake trace leaves nothing
+  fake in the geometry caches that later eager calls read.
 - Checkpoints (files and dicts) round-trip bit for bit from models wrapped by torch.compile, and from timm
   models after optimize() into fresh models with and without optimize().
   (DDP / FSDP round trips: tests/test_distributed.py; plain round trips and damaged files: test_checkpoint.py.)
 """
 import io
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from conftest import HAS_CUDA
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.func import functional_call
 
 import swin_fused
 
@@ -90,6 +99,55 @@ def test_export_with_the_triton_backend_keeps_the_fused_op():
     fused = [n for n in program.graph.nodes if "swin_fused.window_attention" in str(n.target)]
     assert len(fused) == 2  # one per block
     assert_bits(program.module()(x), eager, "exported program with the fused op")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("tracing_mode", ["real", "fake", "symbolic"])
+def test_make_fx_traces_the_model(tracing_mode, backend):
+    m = model(**TWO_STAGES).to(DEVICE)
+    x = torch.randn(2, 3, 36, 44, device=DEVICE)  # padded, shifted and window-clamped blocks
+    state = {**dict(m.named_parameters()), **dict(m.named_buffers())}
+    with swin_fused.use_backend(backend), torch.no_grad():
+        graph = make_fx(lambda s, x: functional_call(m, s, (x,)), tracing_mode=tracing_mode)(state, x)
+        eager = m(x)
+        got = graph(state, x)
+    fused = graph.code.count("swin_fused.window_attention")
+    if backend == "triton":
+        assert fused == 4  # one per block
+        assert_bits(got, eager, f"make_fx ({tracing_mode}) with the fused op")
+    else:
+        assert fused == 0
+        assert_fp32_close(got, eager, f"make_fx ({tracing_mode}) of the torch backend")
+
+
+def test_a_fake_trace_leaves_no_fake_tensor_in_the_geometry_caches():
+    """Geometry first built under FakeTensorMode (a fresh process, so every cache misses) must not be served,
+    fake, to the eager calls after it."""
+    script = textwrap.dedent("""
+        import torch
+        from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+        import swin_fused
+        from swin_fused.geometry import relative_position_index, table_gather_index
+        from swin_fused.reference import window_attention_reference
+
+        def call(qkv, table, pad):  # 7 x 5 map, window 3, shift 1: padded and masked
+            return swin_fused.window_attention(qkv, table, 2, 3, 1, pad_qkv=pad, backend="torch")
+
+        shapes = ((2, 7, 5, 48), (25, 2), (48,))
+        with FakeTensorMode():
+            assert isinstance(call(*(torch.randn(s) for s in shapes)), FakeTensor)
+            assert isinstance(relative_position_index((3, 3)), FakeTensor)
+        qkv, table, pad = (torch.randn(s, dtype=torch.float64, requires_grad=True) for s in shapes)
+        out = call(qkv, table, pad)
+        out.sum().backward()  # the bias gradient's table_gather_index
+        expected = window_attention_reference(qkv, table, 2, (3, 3), (1, 1), None, pad, False, (3, 3))
+        for t in (out, qkv.grad, table.grad, relative_position_index((3, 3)), table_gather_index((3, 3))):
+            assert not isinstance(t, FakeTensor), type(t)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        print("ok")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------------------------------------
