@@ -8,6 +8,10 @@
 
 Set it with :func:`set_backend`, for a scope with :func:`use_backend`, or with the environment variable
 ``SWIN_FUSED_BACKEND`` (read once, at import). Nothing here touches CUDA.
+
+Also the call-time questions every fused route asks before it may take its shortcut: is this call traced
+(:func:`tracing`, :func:`plain_eager`), may a constant be cached (:func:`eager_cache`), and would skipping a
+module skip someone's hooks (:func:`has_hooks`, :func:`global_hooks`).
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ import threading
 from typing import Iterator, Optional
 
 import torch
+from torch import nn
+from torch.nn.modules import module as _nn_module
 
 __all__ = ["BACKENDS", "set_backend", "get_backend", "use_backend", "resolve_backend", "plain_eager", "tracing",
-           "eager_cache"]
+           "eager_cache", "has_hooks", "global_hooks"]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -114,3 +120,19 @@ def eager_cache(maxsize: int):
         return get
 
     return wrap
+
+
+# Hooks: a patched path that skips a module (or fuses it with its neighbour) must not skip hooks someone set on it.
+# Dict-truthiness tests only: cheap in eager mode, no graph break under torch.compile.
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks of its own (forward, pre-forward or backward)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
+
+
+def global_hooks() -> bool:
+    """Whether module calls run global hooks (``torch.nn.modules.module.register_module_forward_hook`` ...)."""
+    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)

@@ -20,9 +20,8 @@ from typing import Iterator, Optional
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 
-from .backend import plain_eager, resolve_backend
+from .backend import global_hooks, has_hooks, plain_eager, resolve_backend
 
 __all__ = ["layer_norm", "use_fused_norms", "fused_norms_enabled"]
 
@@ -115,10 +114,7 @@ _KERNELS = None
 def observed(norm: nn.Module) -> bool:
     """Whether anything but the Linear after it sees ``norm``'s call: hooks of its own (forward, pre-forward,
     backward: a backward hook sees the output's gradient, in the output's dtype) or every module's."""
-    return bool(norm._forward_hooks or norm._forward_pre_hooks or norm._backward_hooks
-                or norm._backward_pre_hooks or _module._global_forward_hooks
-                or _module._global_forward_pre_hooks or _module._global_backward_hooks
-                or _module._global_backward_pre_hooks)
+    return has_hooks(norm) or global_hooks()
 
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)

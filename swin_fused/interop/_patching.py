@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torch.nn.modules import module as _nn_module
 
 from .. import functional, norm as _norm
+from ..backend import global_hooks, has_hooks
 from ..geometry import MASK_VALUE, relative_position_index, shift_mask
 
 Pair = Tuple[int, int]
@@ -174,18 +174,6 @@ def v2_reason(logit_scale, cpb_mlp, coords_table, window: Pair, num_heads: int) 
 # Call-time fallback. The library's path calls some modules the patched path skips (timm's and the official
 # ``attn``, HF's projections): hooks there would not run, so a call that would run them goes the library's way.
 # Dict-truthiness and isinstance tests only: cheap in eager mode, no graph break under torch.compile.
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether calling ``module`` runs hooks of its own (forward, pre-forward or backward)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
-def global_hooks() -> bool:
-    """Whether module calls run global hooks (``torch.nn.modules.module.register_module_forward_hook`` ...)."""
-    return bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
-                or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks)
 
 
 def needs_library_path(bypassed: Tuple[Tuple[str, nn.Module], ...], owner: Optional[nn.Module], x) -> bool:
@@ -352,8 +340,13 @@ def _reads_linear(reader: Reader) -> bool:
     if reader is None:
         return False
     owner, name, via = reader
-    linear = getattr(owner, name, None)
-    return type(linear) is nn.Linear and not has_hooks(linear) and not (via is not None and has_hooks(via))
+    return _plain_linear(getattr(owner, name, None)) and not (via is not None and has_hooks(via))
+
+
+def _plain_linear(linear: Optional[nn.Module]) -> bool:
+    """An ``nn.Linear`` itself (no subclass, no quantized or LoRA wrapper) that no hook watches: it reads the
+    norm's output in its own dtype and nothing else sees that output."""
+    return type(linear) is nn.Linear and not has_hooks(linear)
 
 
 def _unobserved(norm: nn.Module) -> bool:
@@ -366,8 +359,7 @@ def block_norm(norm: nn.Module, x: torch.Tensor, linear: Optional[nn.Module] = N
     ``F.linear`` the adapter calls itself): a routed, unobserved norm writes the Linear's dtype under autocast;
     anything else is called as it is (hooks, wrappers, its patched forward)."""
     patch = norm.__dict__.get(MARK)
-    if patch is None or not _unobserved(norm) or (linear is not None and (type(linear) is not nn.Linear
-                                                                           or has_hooks(linear))):
+    if patch is None or not _unobserved(norm) or (linear is not None and not _plain_linear(linear)):
         return norm(x)
     return _norm.patched_forward(norm, x, True, patch.backend)
 
