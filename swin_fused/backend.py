@@ -90,10 +90,11 @@ except ImportError:  # an older torch: treat every call as traced (the fused ops
 
 
 def tracing() -> bool:
-    """True while anything records or fakes this call: torch.compile / export (Dynamo), or a dispatch mode
-    (FakeTensorMode, make_fx in every tracing mode, functionalization, FlopCounterMode). Then tensors may be
-    fake or symbolic: nothing may launch a kernel, read values, or fill a cache that later eager calls read."""
-    return torch.compiler.is_compiling() or _in_dispatch_mode()
+    """True while anything records or fakes this call: torch.compile / export (Dynamo), a dispatch mode
+    (FakeTensorMode, make_fx in every tracing mode, functionalization, FlopCounterMode) or ``torch.jit.trace``.
+    Then tensors may be fake or symbolic, or every op is recorded: nothing may launch a kernel outside a
+    registered op, read values, or fill a cache that later eager calls read."""
+    return torch.compiler.is_compiling() or _in_dispatch_mode() or torch.jit.is_tracing()
 
 
 def plain_eager() -> bool:

@@ -84,8 +84,9 @@ def _window_attention_backward(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     dqkv, dtable, dpad, dcos = _gradients(dout, qkv, lse, table, pad_qkv, cosine_scale, num_heads, window, shift,
                                           scale, shift_before_pad, table_window, mask_value, checked=True)
-    empty = qkv.new_empty((0,))  # an op cannot return None
-    return dqkv, dtable, (dpad if dpad is not None else empty), (dcos if dcos is not None else empty)
+    # An op cannot return None, nor one tensor twice (returns may not alias): a fresh empty for each.
+    return (dqkv, dtable, dpad if dpad is not None else qkv.new_empty((0,)),
+            dcos if dcos is not None else qkv.new_empty((0,)))
 
 
 def _gradients(dout, qkv, lse, table, pad_qkv, cosine_scale, num_heads, window, shift, scale, shift_before_pad,

@@ -14,6 +14,7 @@ torch.export of a swin_fused model.
   backend traces its plain-op formulation (its eager route reads index values that fake and symbolic tensors
   do not have), the triton backend keeps the fused op; both give eager's numbers. A fake trace leaves nothing
   fake in the geometry caches that later eager calls read.
+- ``torch.jit.trace`` with gradients on: forward and backward of the traced module equal eager's.
 - Checkpoints (files and dicts) round-trip bit for bit from models wrapped by torch.compile, and from timm
   models after optimize() into fresh models with and without optimize().
   (DDP / FSDP round trips: tests/test_distributed.py; plain round trips and damaged files: test_checkpoint.py.)
@@ -118,6 +119,38 @@ def test_make_fx_traces_the_model(tracing_mode, backend):
     else:
         assert fused == 0
         assert_fp32_close(got, eager, f"make_fx ({tracing_mode}) of the torch backend")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning",
+                            "ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("size", [(32, 32), (36, 44)], ids=["unpadded", "padded"])
+def test_jit_trace_traces_the_model_forward_and_backward(size, backend):
+    """``torch.jit.trace`` (deprecated, still what older deployment and ONNX flows call), traced with gradients
+    on: the trace keeps the fused op (triton) or records the plain-op formulation (torch), and the traced module
+    gives eager's outputs and input / parameter gradients. Unpadded blocks return no pad gradient: the
+    registered backward then returns two empty tensors, which must be distinct (returns may not alias)."""
+    m = model(**TWO_STAGES).to(DEVICE)
+    x = torch.randn(2, 3, *size, device=DEVICE)
+
+    def outputs_and_grads(f, x):
+        x = x.clone().requires_grad_()
+        out = f(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+        return out.detach(), grads
+
+    with swin_fused.use_backend(backend):
+        traced = torch.jit.trace(m, x, check_trace=False)
+        other = torch.randn_like(x)  # not the traced input: nothing value-dependent was baked in
+        got, got_grads = outputs_and_grads(traced, other)
+        eager, eager_grads = outputs_and_grads(m, other)
+    fused = sum(n.kind() == "swin_fused::window_attention" for n in traced.inlined_graph.nodes())
+    close = assert_bits if backend == "triton" else assert_fp32_close
+    assert fused == (4 if backend == "triton" else 0)
+    close(got, eager, f"jit.trace ({backend})")
+    names = ["x", *(name for name, _ in m.named_parameters())]
+    for name, g, e in zip(names, got_grads, eager_grads):
+        close(g, e, f"jit.trace ({backend}) gradient of {name}")
 
 
 def test_a_fake_trace_leaves_no_fake_tensor_in_the_geometry_caches():
