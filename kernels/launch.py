@@ -234,8 +234,8 @@ def clear_plans() -> None:
 
 
 def eager() -> bool:
-    """True in plain eager calls: nothing compiles or traces the launcher (torch.compile, export, fake tensors,
-    dispatch modes), so metadata is concrete and launches go to Triton, not into a graph."""
+    """True in plain eager calls: nothing compiles or traces the launcher (not :func:`swin_fused.backend.tracing`),
+    so metadata is concrete and launches go to Triton, not into a graph."""
     return not tracing()
 
 

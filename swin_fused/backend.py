@@ -106,8 +106,8 @@ def plain_eager() -> bool:
 def eager_cache(maxsize: int):
     """``functools.lru_cache`` for builders of constant tensors (index tables, masks), consulted in eager calls
     only. While :func:`tracing`, the builder runs afresh: inside a FakeTensorMode its tensors are fake, and a
-    cached fake tensor would be served to every later eager caller (a model built under FakeTensorMode would
-    leave the process's next real models with fake buffers); under Dynamo the uncached builder traces into the
+    cached fake tensor would be served to every later eager caller (one call under FakeTensorMode would leave
+    the process's next real models with fake index tables); under Dynamo the uncached builder traces into the
     graph as constants, without Dynamo's warning about lru_cache wrappers."""
 
     def wrap(build):

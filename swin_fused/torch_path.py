@@ -16,10 +16,10 @@ Measured on one core of the 2-core CI CPU, batch 8 fp32, no grad: 1.2-2.1x faste
 Swin-T stage shapes, 193 -> 120 ms of window attention per Swin-T forward; that is what puts the package's
 model ahead of timm and torchvision there (``swin-fused bench --device cpu``, bench/).
 
-Under ``torch.compile``, ``torch.export`` and every dispatch mode (``make_fx``, FakeTensorMode) the same
-computation is written as plain tensor ops instead (pad, roll, partition, SDPA, reverse): the index tables
-are built by reading values, which fake and symbolic tensors do not have, and Inductor fuses the copies
-anyway.
+Whenever something traces the call (:func:`swin_fused.backend.tracing`: ``torch.compile``, ``torch.export``,
+``make_fx``, FakeTensorMode, ``torch.jit.trace``) the same computation is written as plain tensor ops instead
+(pad, roll, partition, SDPA, reverse): the index tables are built by reading values, which fake and symbolic
+tensors do not have, and Inductor fuses the copies anyway.
 
 Caching: only geometry (token order, relative-position rows, shift mask) is cached, keyed on sizes, device
 and dtype, and only in eager calls (:func:`swin_fused.backend.eager_cache`). The bias is gathered from
