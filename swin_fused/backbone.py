@@ -173,6 +173,7 @@ class SwinBackbone(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
+    reset_parameters = SwinTransformer.reset_parameters
     no_weight_decay = SwinTransformer.no_weight_decay
     no_weight_decay_keywords = SwinTransformer.no_weight_decay_keywords
 

@@ -10,8 +10,7 @@ whatever the semantics.
 from __future__ import annotations
 
 import difflib
-import math
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -128,6 +127,73 @@ def _check_positive_int(name: str, value) -> int:
     return value
 
 
+def write_buffers(module: nn.Module, values: Dict[str, torch.Tensor], like: Optional[torch.Tensor] = None) -> None:
+    """Write standard values (``module.derived_buffers()``, or some of them) into a module's buffers.
+
+    The buffers are functions of the module's geometry, so they are rebuilt rather than trusted wherever the
+    storage may not hold them: a model built on the meta device and materialised with ``to_empty`` has garbage
+    there, and one loaded with ``load_state_dict(..., assign=True)`` from a dict without them still has meta
+    tensors. A meta buffer is replaced by the value on the device of ``like`` (default: the module's first
+    non-meta parameter), in its dtype where both are floating; it stays meta where there is no such tensor.
+    """
+    with torch.no_grad():
+        for name, value in values.items():
+            own = module._buffers.get(name)
+            if own is None:
+                continue
+            if not own.is_meta:
+                own.copy_(value)
+                continue
+            if like is None:
+                like = next((p for p in module.parameters() if not p.is_meta), None)
+            if like is not None:
+                dtype = like.dtype if like.is_floating_point() and own.is_floating_point() else own.dtype
+                module._buffers[name] = value.to(device=like.device, dtype=dtype, copy=True)
+
+
+def _refuse_nonstandard_index(module: nn.Module, state_dict: dict, prefix: str, error_msgs: List[str]) -> None:
+    # The fused kernels compute the standard index from coordinates, so a checkpoint whose index differs cannot
+    # be honoured. Compared with the formula, not with the module's buffer (garbage after ``to_empty``).
+    key = prefix + "relative_position_index"
+    incoming = state_dict.get(key)
+    standard = module.derived_buffers()["relative_position_index"]
+    if isinstance(incoming, torch.Tensor) and incoming.shape == standard.shape and not same_index(incoming, standard):
+        error_msgs.append(f"{key}: differs from the standard relative position index of window "
+                          f"{module.window_size} ((yi - yj + Wh - 1) * (2Ww - 1) + xi - xj + Ww - 1), which the "
+                          f"fused kernels compute; such a checkpoint cannot be loaded")
+        state_dict.pop(key)
+
+
+def _restore_derived(module: nn.Module, state_dict: dict, prefix: str, missing_keys: List[str]) -> None:
+    # After the module's own entries are read (its children's come later): the derived buffers the dict did not
+    # supply, or that were refused, are rebuilt, and are not reported missing (timm's and other libraries' dicts
+    # omit them). A meta buffer (assign=True) takes the device and floating dtype of the dict's tensors for this
+    # module, which its parameters are about to take.
+    absent = {name: value for name, value in module.derived_buffers().items() if prefix + name not in state_dict}
+    if not absent:
+        return
+    like = None
+    if any(module._buffers[name] is not None and module._buffers[name].is_meta for name in absent):
+        mine = [v for k, v in state_dict.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)
+                and not v.is_meta]
+        like = next((v for v in mine if v.is_floating_point()), next(iter(mine), None))
+    write_buffers(module, absent, like)
+    for name in absent:
+        if prefix + name in missing_keys:
+            missing_keys.remove(prefix + name)
+
+
+def shift_mask_buffer(rule, input_resolution: Pair, built, device=None) -> Optional[torch.Tensor]:
+    """The official block's ``attn_mask`` at ``input_resolution`` (None where the rule keeps none or the block
+    is not shifted there): kept for checkpoint compatibility only, since the fused and PyTorch paths derive the
+    mask from indices for whatever size they are given."""
+    if not (rule.keeps_mask_buffer and any(built.shift)):
+        return None
+    H, W = input_resolution
+    ws = built.window
+    return shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, built.shift, device=device)
+
+
 class WindowAttention(nn.Module):
     """Window multi-head self-attention with relative position bias (W-MSA / SW-MSA).
 
@@ -161,7 +227,9 @@ class WindowAttention(nn.Module):
 
         wh, ww = self.window_size
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone())
+        # On the default device like the rest (a `with torch.device(...)` block); the cached index is on CPU.
+        index = relative_position_index(self.window_size, torch.get_default_device())
+        self.register_buffer("relative_position_index", index.clone())
 
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
@@ -226,22 +294,24 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
+    def derived_buffers(self) -> Dict[str, torch.Tensor]:
+        """Standard values (CPU) of the buffers this module derives from its window: the relative position index."""
+        return {"relative_position_index": relative_position_index(self.window_size)}
+
+    def reset_parameters(self) -> None:
+        """The constructor's initialisation of this module's own state (truncated-normal bias table, standard
+        index); its Linears have their own. For modules materialised with ``to_empty``."""
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        write_buffers(self, self.derived_buffers())
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The index is derivable, so a dict may omit it (timm's do); one that differs from the standard formula
-        # cannot be honoured, because the fused kernels compute the standard index from coordinates.
-        key = prefix + "relative_position_index"
-        incoming = state_dict.get(key)
-        if isinstance(incoming, torch.Tensor) and incoming.shape == self.relative_position_index.shape:
-            if not same_index(incoming, self.relative_position_index):
-                error_msgs.append(f"{key}: differs from the standard relative position index of window "
-                                  f"{self.window_size} ((yi - yj + Wh - 1) * (2Ww - 1) + xi - xj + Ww - 1), which "
-                                  f"the fused kernels compute; such a checkpoint cannot be loaded")
-                state_dict.pop(key)
+        # is refused.
+        _refuse_nonstandard_index(self, state_dict, prefix, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        if key not in state_dict and key in missing_keys:
-            missing_keys.remove(key)
+        _restore_derived(self, state_dict, prefix, missing_keys)
 
     def flops(self, N: int) -> int:
         """Multiply-adds of one window of N tokens (the official count)."""
@@ -306,27 +376,27 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-        if self.rule.keeps_mask_buffer and any(self.built.shift):
-            # Kept for checkpoint compatibility only (official dicts carry it); the fused and PyTorch paths
-            # derive the mask from indices for whatever size they are given.
-            H, W = self.input_resolution
-            ws = self.built.window
-            attn_mask = shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, self.built.shift)
-        else:
-            attn_mask = None
-        self.register_buffer("attn_mask", attn_mask)
+        self.register_buffer("attn_mask", shift_mask_buffer(self.rule, self.input_resolution, self.built))
+
+    def derived_buffers(self) -> Dict[str, torch.Tensor]:
+        """Standard values (CPU) of the buffers this block derives from its geometry: ``attn_mask``, if it has one."""
+        if self.attn_mask is None:
+            return {}
+        return {"attn_mask": shift_mask_buffer(self.rule, self.input_resolution, self.built, device="cpu")}
+
+    def reset_parameters(self) -> None:
+        """Rebuild this block's own state (the mask buffer); its children have their own. For ``to_empty``."""
+        write_buffers(self, self.derived_buffers())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The mask is derived from this block's geometry (and the kernels rebuild it from indices): a dict may
         # omit it, and one saved at another resolution (other shape, or a block shifted there but not here)
-        # is ignored rather than reported. The block keeps its own.
-        key = prefix + "attn_mask"
-        state_dict.pop(key, None)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        if key in missing_keys:
-            missing_keys.remove(key)
+        # is ignored rather than reported. The block rebuilds its own. (nn.Module named: V2's block shares this.)
+        state_dict.pop(prefix + "attn_mask", None)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
+        _restore_derived(self, state_dict, prefix, missing_keys)
 
     semantics = property(lambda self: self.rule.name, _fixed_semantics,
                          doc="The size rule's name (fixed at construction).")
@@ -633,6 +703,21 @@ class SwinTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
+
+    def reset_parameters(self) -> None:
+        """Initialise every parameter and buffer as the constructor does (the same distributions, not the same
+        draws): for a model built on the meta device (``with torch.device("meta"):``) and materialised with
+        ``to_empty``. Loading a checkpoint instead needs no call: loading rebuilds the derived buffers."""
+        with torch.no_grad():
+            for m in self.modules():  # each module's own state: Linear/Conv/LayerNorm defaults, tables, buffers
+                if m is not self and callable(getattr(m, "reset_parameters", None)):
+                    m.reset_parameters()
+            if self.ape:
+                nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+            self.apply(SwinTransformer._init_weights)
+            for layer in self.layers:
+                if hasattr(layer, "_init_respostnorm"):  # V2: the post-norms start at zero
+                    layer._init_respostnorm()
 
     semantics = property(lambda self: self._semantics, _fixed_semantics,
                          doc="The size rule's name (fixed at construction).")

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .functional import window_attention
-from .geometry import padded_size, relative_position_index, same_index, shift_mask, to_2tuple
+from .geometry import relative_position_index, to_2tuple
 from .model import (
     BasicLayer,
     DropPath,
@@ -41,9 +41,13 @@ from .model import (
     _check_not_empty,
     _check_positive_int,
     _check_rates,
+    _refuse_nonstandard_index,
     _reject_unknown_keywords,
+    _restore_derived,
     _side,
+    shift_mask_buffer,
     stage_resolution,
+    write_buffers,
 )
 from .semantics import size_rule
 
@@ -63,7 +67,7 @@ Pair = Tuple[int, int]
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the same float32 as the official torch.log(torch.tensor(1. / 0.01))
 
 
-def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> torch.Tensor:
+def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0), device=None) -> torch.Tensor:
     """``[1, 2Wh-1, 2Ww-1, 2]`` float32: the (dy, dx) offsets of a window, log-spaced, the input of ``cpb_mlp``.
 
     Offsets are divided by ``pretrained_window - 1`` (or ``window - 1`` when no pretrained window is given),
@@ -72,7 +76,8 @@ def relative_coords_table(window: Pair, pretrained_window: Pair = (0, 0)) -> tor
     """
     wh, ww = window
     table = torch.stack(torch.meshgrid(
-        torch.arange(-(wh - 1), wh, dtype=torch.float32), torch.arange(-(ww - 1), ww, dtype=torch.float32),
+        torch.arange(-(wh - 1), wh, dtype=torch.float32, device=device),
+        torch.arange(-(ww - 1), ww, dtype=torch.float32, device=device),
         indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)  # 1, 2Wh-1, 2Ww-1, 2
     norm = pretrained_window if pretrained_window[0] > 0 else window
     for axis in (0, 1):
@@ -123,7 +128,9 @@ class WindowAttentionV2(nn.Module):
                                      nn.Linear(512, num_heads, bias=False))
         self.register_buffer("relative_coords_table",
                              relative_coords_table(self.window_size, self.pretrained_window_size))
-        self.register_buffer("relative_position_index", relative_position_index(self.window_size).clone())
+        # On the default device like the rest (a `with torch.device(...)` block); the cached index is on CPU.
+        index = relative_position_index(self.window_size, torch.get_default_device())
+        self.register_buffer("relative_position_index", index.clone())
 
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         if qkv_bias:
@@ -211,25 +218,30 @@ class WindowAttentionV2(nn.Module):
         return (f"dim={self.dim}, window_size={self.window_size}, "
                 f"pretrained_window_size={self.pretrained_window_size}, num_heads={self.num_heads}")
 
+    def derived_buffers(self) -> Dict[str, torch.Tensor]:
+        """Standard values (CPU) of the buffers this module derives from its windows: the coordinate table
+        and the relative position index."""
+        return {"relative_coords_table": relative_coords_table(self.window_size, self.pretrained_window_size, "cpu"),
+                "relative_position_index": relative_position_index(self.window_size)}
+
+    def reset_parameters(self) -> None:
+        """The constructor's initialisation of this module's own state (``logit_scale`` log 10, zero q/v
+        biases, standard buffers); ``qkv``, ``proj`` and ``cpb_mlp`` have their own. For ``to_empty``."""
+        with torch.no_grad():
+            self.logit_scale.copy_(torch.log(10 * torch.ones_like(self.logit_scale)))
+            for bias in (self.q_bias, self.v_bias):
+                if bias is not None:
+                    bias.zero_()
+        write_buffers(self, self.derived_buffers())
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # Both buffers are derivable, so a dict may omit them (timm's do). A coordinate table that is there is
-        # loaded: it is an input of cpb_mlp, honoured as given. The index must be the standard one, which the
-        # fused kernels compute from coordinates.
-        key = prefix + "relative_position_index"
-        incoming = state_dict.get(key)
-        if isinstance(incoming, torch.Tensor) and incoming.shape == self.relative_position_index.shape:
-            if not same_index(incoming, self.relative_position_index):
-                error_msgs.append(f"{key}: differs from the standard relative position index of window "
-                                  f"{self.window_size}, which the fused kernels compute; such a checkpoint cannot "
-                                  f"be loaded")
-                state_dict.pop(key)
+        # loaded: it is an input of cpb_mlp, honoured as given. The index must be the standard one.
+        _refuse_nonstandard_index(self, state_dict, prefix, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
-        for name in ("relative_position_index", "relative_coords_table"):
-            if prefix + name not in state_dict and prefix + name in missing_keys:
-                missing_keys.remove(prefix + name)
-
+        _restore_derived(self, state_dict, prefix, missing_keys)
 
 class SwinTransformerBlockV2(nn.Module):
     """Swin V2 block (post-norm): ``x + drop_path(norm1(attn(x)))``, then ``x + drop_path(norm2(mlp(x)))``.
@@ -280,22 +292,12 @@ class SwinTransformerBlockV2(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
-        attn_mask = None
-        if self.rule.keeps_mask_buffer and any(self.built.shift):  # official dicts carry it; the op derives it
-            H, W = self.input_resolution
-            ws = self.built.window
-            attn_mask = shift_mask(padded_size(H, ws[0]), padded_size(W, ws[1]), ws, self.built.shift)
-        self.register_buffer("attn_mask", attn_mask)
+        self.register_buffer("attn_mask", shift_mask_buffer(self.rule, self.input_resolution, self.built))
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        # As V1: the mask is the block's own (derived from its geometry); a dict's is ignored, or may be absent.
-        key = prefix + "attn_mask"
-        state_dict.pop(key, None)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        if key in missing_keys:
-            missing_keys.remove(key)
+    # As V1: the mask is the block's own (derived from its geometry); a dict's is ignored, or may be absent.
+    derived_buffers = SwinTransformerBlock.derived_buffers
+    reset_parameters = SwinTransformerBlock.reset_parameters
+    _load_from_state_dict = SwinTransformerBlock._load_from_state_dict
 
     semantics = SwinTransformerBlock.semantics
     window_and_shift = SwinTransformerBlock.window_and_shift
@@ -486,6 +488,7 @@ class SwinTransformerV2(nn.Module):
     forward_features = SwinTransformer.forward_features
     forward = SwinTransformer.forward
     flops = SwinTransformer.flops  # swin_fused.flops.model_flops: the official count at the nominal size
+    reset_parameters = SwinTransformer.reset_parameters
 
     @torch.jit.ignore
     def no_weight_decay(self):
