@@ -25,8 +25,14 @@ backbones saved by earlier releases):
 Patch: ``SwinLayer.forward`` (one GEMM for q, k and v through their concatenated weights, the fused op, then the
 layer's own ``o_proj``), with HF's eager and SDPA attention alike. A call that asks for attention probabilities
 (``output_attentions=True``), which the fused op never builds, or one with hooks on a module the patched layer
-skips (``attention`` and its q/k/v projections) takes HF's own path. Layers of other HF models that copy Swin
-(Donut, MaskFormer, CLAP's HTSAT) are left alone with the reason.
+skips (``attention`` and its q/k/v projections) takes HF's own path.
+
+The HF models that copy transformers < 5's SwinLayer (Donut's encoder, MaskFormer's backbone, CLAP's HTSAT audio
+encoder: ``attention.self.{query,key,value}`` with the table beside them, ``attention.output``, ``intermediate`` /
+``output``): their layer's ``forward`` on the fused op the same way. Donut and CLAP clamp as SwinLayer does
+(``semantics="transformers"``, the configured window and shift kept); MaskFormer always partitions
+(``"detection"``). ``output_attentions=True`` takes HF's path. Any other HF layer named like Swin's is left alone
+with the reason.
 
 Swin V2 (``transformers.models.swinv2``: ``Swinv2Model``, ``Swinv2ForImageClassification``, ``Swinv2Backbone``):
 ``Swinv2Layer.forward`` (post-norm) on the fused op with cosine attention, the continuous position bias from the
@@ -204,6 +210,24 @@ def _attentions_requested() -> bool:
     return bool(outputs) and "attentions" in outputs
 
 
+def _attention(patch, layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, always_partition: bool,
+               projections, table: torch.Tensor, num_heads: int, dropout_p: float, scale: float) -> torch.Tensor:
+    """The V1 layers' attention branch up to the output projection: ``layernorm_before``, one GEMM for q, k and
+    v (``projections``: their Linears), the fused op at the configured window under HF's rule (or always
+    partitioned): ``[B, H*W, C] -> [B, H*W, C]``."""
+    H, W = input_dimensions
+    B, L, C = hidden_states.shape
+    configured = patch.state["configured"]
+    window, shift = configured if always_partition else _RULES["transformers"].at(H, W, configured, None)
+    x = block_norm(layer.layernorm_before, hidden_states).view(B, H, W, C)  # read by the F.linear below
+    weight = torch.cat([p.weight for p in projections])
+    bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
+    qkv = F.linear(x, weight, bias)  # one GEMM; padded tokens are zeros after the norm, so their q/k/v = bias
+    out = attend(patch, qkv, table, num_heads, window, shift, pad_qkv=bias, shift_before_pad=False,
+                 dropout_p=dropout_p, scale=scale, table_window=configured[0])
+    return out.view(B, L, C)
+
+
 def _layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, always_partition: bool = False,
                    **kwargs):
     """HF ``SwinLayer.forward`` on the fused op: ``[B, H*W, C] -> ([B, H*W, C], None)``."""
@@ -215,20 +239,11 @@ def _layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensio
     if (kwargs.get("output_attentions") or _attentions_requested() or not _plain_projections(attn)
             or needs_library_path(_bypassed(layer), attn, hidden_states)):
         return patch.call_original(layer, hidden_states, input_dimensions, always_partition, **kwargs)
-    H, W = input_dimensions
-    B, L, C = hidden_states.shape
-    configured = patch.state["configured"]
-    window, shift = configured if always_partition else _RULES["transformers"].at(H, W, configured, None)
-    x = block_norm(layer.layernorm_before, hidden_states).view(B, H, W, C)  # read by the F.linear below
-    weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
-    bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]) if attn.q_proj.bias is not None \
-        else None
-    qkv = F.linear(x, weight, bias)  # one GEMM; padded tokens are zeros after the norm, so their q/k/v = bias
-    table = attn.relative_position_bias.relative_position_bias_table
-    out = attend(patch, qkv, table, attn.num_attention_heads, window, shift, pad_qkv=bias, shift_before_pad=False,
-                 dropout_p=attn.attention_dropout if attn.training else 0.0, scale=attn.scaling,
-                 table_window=configured[0])
-    out = layer.dropout(attn.o_proj(out)).view(B, L, C)
+    projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+    out = _attention(patch, layer, hidden_states, input_dimensions, always_partition, projections,
+                     attn.relative_position_bias.relative_position_bias_table, attn.num_attention_heads,
+                     attn.attention_dropout if attn.training else 0.0, attn.scaling)
+    out = layer.dropout(attn.o_proj(out))
     hidden_states = hidden_states + layer.drop_path(out)
     hidden_states = layer.dropout(layer.mlp(layer.layernorm_after(hidden_states))) + hidden_states
     return hidden_states, None
@@ -248,20 +263,31 @@ def _check(layer: nn.Module, hf_swin, configured) -> Optional[str]:
                                  ("attention.", attn, ("forward",)))),
         lambda: hook_reason(_bypassed(layer)),
         lambda: linear_reason(attn, "q_proj", "k_proj", "v_proj", "o_proj", prefix="attention."),
-        lambda: None if (attn.q_proj.bias is None) == (attn.k_proj.bias is None) == (attn.v_proj.bias is None)
+        *_v1_reasons(attn, ("q_proj", "k_proj", "v_proj"), window, configured, bias, attn.num_attention_heads),
+    )
+
+
+def _v1_reasons(owner: nn.Module, projections, window, configured, holder: nn.Module, num_heads: int):
+    """The V1 layers' remaining checks, once their q/k/v (``projections`` of ``owner``) are known to be plain
+    Linears: they agree on a bias, a square window, the configured shift, the standard table and index (on
+    ``holder``)."""
+    return (
+        lambda: None if len({getattr(owner, p).bias is None for p in projections}) == 1
         else "q/k/v projections disagree on having a bias",
         lambda: None if window[0] == window[1] else f"window {window} is not square",
         lambda: shift_reason(*configured),
-        lambda: table_reason(bias.relative_position_bias_table, window, attn.num_attention_heads),
-        lambda: index_reason(bias.relative_position_index, window),
+        lambda: table_reason(holder.relative_position_bias_table, window, num_heads),
+        lambda: index_reason(holder.relative_position_index, window),
     )
 
 
 def _configured_window_shift(layer: nn.Module, name: str):
     """The window and shift HF built the layer with. HF overwrites ``window_size`` / ``shift_size`` after a small
-    input, so they come from the bias table's window and, as HF's SwinStage sets them, from the layer's place in
-    its stage (``...blocks.{j}``: odd layers shift by window // 2)."""
-    table = getattr(getattr(layer.attention, "relative_position_bias", None), "window_size", None)
+    input, so they come from the bias table's window (``attention.relative_position_bias``, or ``attention.self``
+    in the copies) and, as HF's stages set them, from the layer's place in its stage (``...blocks.{j}``: odd layers
+    shift by window // 2)."""
+    holder = getattr(layer.attention, "relative_position_bias", None)
+    table = getattr(holder if holder is not None else getattr(layer.attention, "self", None), "window_size", None)
     window = table[0] if table is not None else layer.window_size
     parent, _, index = name.rpartition(".")
     if parent.endswith("blocks") and index.isdigit():
@@ -269,6 +295,77 @@ def _configured_window_shift(layer: nn.Module, name: str):
     else:
         shift = layer.shift_size
     return (window, window), (shift, shift)
+
+
+# ------------------------------------------------------------- the layer Donut, CLAP and MaskFormer copy
+
+#: Models whose Swin layer is transformers < 5's SwinLayer, copied (``attention.self.{query,key,value}`` with the
+#: table beside them, ``attention.output.dense``, ``intermediate`` / ``output``): module -> (layer, attention,
+#: self-attention, intermediate) class names and whether the layer always partitions. Donut and CLAP's HTSAT
+#: clamp the window as SwinLayer does (``set_shift_and_window_size``, written back); MaskFormer never clamps.
+_COPIES = {
+    "transformers.models.donut.modeling_donut_swin":
+        (("DonutSwinLayer", "DonutSwinAttention", "DonutSwinSelfAttention", "DonutSwinIntermediate"), False),
+    "transformers.models.clap.modeling_clap":
+        (("ClapAudioLayer", "ClapAudioAttention", "ClapAudioSelfAttention", "ClapAudioIntermediate"), False),
+    "transformers.models.maskformer.modeling_maskformer_swin":
+        (("MaskFormerSwinLayer", "MaskFormerSwinAttention", "MaskFormerSwinSelfAttention",
+          "MaskFormerSwinIntermediate"), True),
+}
+
+
+def _copy_classes(module: nn.Module):
+    """``(layer, attention, self-attention, intermediate classes, always partitions)`` where ``module`` is one
+    of :data:`_COPIES`' layers (exactly, or a subclass: the checks name an overridden method); else None."""
+    for name, (classes, always) in _COPIES.items():
+        lib = sys.modules.get(name)
+        found = tuple(getattr(lib, c, None) for c in classes) if lib is not None else ()
+        if found and None not in found and isinstance(module, found[0]):
+            return (*found, always)
+    return None
+
+
+def _copy_bypassed(layer: nn.Module):
+    attn = layer.attention.self
+    return (("attention", layer.attention), ("attention.self", attn), ("attention.self.query", attn.query),
+            ("attention.self.key", attn.key), ("attention.self.value", attn.value))
+
+
+def _copy_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, *args, **kwargs):
+    """The copied layer's ``forward(hidden_states, input_dimensions, output_attentions=False[,
+    always_partition=False])`` on the fused op: ``[B, H*W, C] -> ([B, H*W, C],)``."""
+    patch = patch_of(layer)
+    attn = layer.attention.self
+    output_attentions = args[0] if args else kwargs.get("output_attentions", False)
+    if (output_attentions or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value))
+            or needs_library_path(_copy_bypassed(layer), layer.attention, hidden_states)):
+        return patch.call_original(layer, hidden_states, input_dimensions, *args, **kwargs)
+    always = patch.state["always_partition"] or (args[1] if len(args) > 1 else kwargs.get("always_partition", False))
+    out = _attention(patch, layer, hidden_states, input_dimensions, always, (attn.query, attn.key, attn.value),
+                     attn.relative_position_bias_table, attn.num_attention_heads,
+                     attn.dropout.p if attn.training else 0.0, attn.attention_head_size ** -0.5)
+    hidden_states = hidden_states + layer.drop_path(layer.attention.output(out, hidden_states))
+    return (hidden_states + layer.output(layer.intermediate(layer.layernorm_after(hidden_states))),)
+
+
+def _copy_check(layer: nn.Module, classes, configured) -> Optional[str]:
+    layer_cls, attention_cls, self_cls, _, _ = classes
+    attention = getattr(layer, "attention", None)
+    attn = getattr(attention, "self", None)
+    if not isinstance(attn, self_cls):
+        return f"attention.self is {type(attn).__name__}, not {self_cls.__name__}"
+    window = tuple(attn.window_size)
+    return first(
+        lambda: overridden(layer, layer_cls, *(n for n in ("forward", "get_attn_mask", "maybe_pad",
+                                                           "set_shift_and_window_size") if hasattr(layer_cls, n))),
+        lambda: overridden(attention, attention_cls, "forward"),
+        lambda: overridden(attn, self_cls, "forward"),
+        lambda: instance_reason((("", layer, ("forward", "_replicate_for_data_parallel")),
+                                 ("attention.", attention, ("forward",)), ("attention.self.", attn, ("forward",)))),
+        lambda: hook_reason(_copy_bypassed(layer)),
+        lambda: linear_reason(attn, "query", "key", "value", prefix="attention.self."),
+        *_v1_reasons(attn, ("query", "key", "value"), window, configured, attn, attn.num_attention_heads),
+    )
 
 
 # ------------------------------------------------------------------------------------------------ Swin V2
@@ -335,11 +432,19 @@ def _v2_check(layer: nn.Module, hf_v2) -> Optional[str]:
     )
 
 
+#: The copies' merging layers, each ``SwinPatchMerging`` with another name (normalise, then reduce).
+_COPIED_MERGES = (("transformers.models.swin.modeling_swin", "SwinPatchMerging"),
+                  ("transformers.models.donut.modeling_donut_swin", "DonutSwinPatchMerging"),
+                  ("transformers.models.maskformer.modeling_maskformer_swin", "MaskFormerSwinPatchMerging"),
+                  ("transformers.models.clap.modeling_clap", "ClapAudioPatchMerging"))
+
+
 def merge_norm(module: nn.Module):
-    """``(norm, reader)`` of HF's merging layers: ``SwinPatchMerging`` normalises, then reduces;
-    ``Swinv2PatchMerging`` reduces, then normalises."""
-    hf_swin = sys.modules.get("transformers.models.swin.modeling_swin")
-    if hf_swin is not None and type(module) is hf_swin.SwinPatchMerging:
+    """``(norm, reader)`` of HF's merging layers: ``SwinPatchMerging`` (and the copies') normalises, then
+    reduces; ``Swinv2PatchMerging`` reduces, then normalises."""
+    kind = type(module)
+    if (kind.__module__, kind.__name__) in _COPIED_MERGES and kind is getattr(sys.modules.get(kind.__module__),
+                                                                             kind.__name__, None):
         return module.norm, (module, "reduction", None)
     hf_v2 = sys.modules.get("transformers.models.swinv2.modeling_swinv2")
     if hf_v2 is not None and type(module) is hf_v2.Swinv2PatchMerging:
@@ -363,8 +468,19 @@ def classify(module: nn.Module, name: str = "") -> Optional[Candidate]:
     if hf_v2 is not None and isinstance(module, hf_v2.Swinv2Layer):
         return Candidate(FAMILY, "forward", _v2_layer_forward, lambda: _v2_check(module, hf_v2),
                          norms=lambda parent: ((module.layernorm_before, None), (module.layernorm_after, None)))
+    classes = _copy_classes(module)
+    if classes is not None:
+        configured = _configured_window_shift(module, name)
+        always, intermediate_cls = classes[-1], classes[3]
+        return Candidate(FAMILY, "forward", _copy_layer_forward, lambda: _copy_check(module, classes, configured),
+                         state=lambda: {"configured": configured, "always_partition": always},
+                         norms=lambda parent: ((module.layernorm_before, None),
+                                               (module.layernorm_after, mlp_reader(getattr(module, "intermediate",
+                                                                                           None),
+                                                                                   intermediate_cls, "dense"))))
     kind = type(module)
     if kind.__module__.startswith("transformers.") and kind.__name__.lower().endswith(("swinlayer", "swinv2layer")):
-        reason = f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer or Swinv2Layer: not reproduced"
+        reason = (f"{kind.__name__} ({kind.__module__}) is not transformers' SwinLayer, Swinv2Layer or a copy "
+                  f"optimize() knows: not reproduced")
         return Candidate(FAMILY, "forward", None, lambda: reason)
     return None
