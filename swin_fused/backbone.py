@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .geometry import to_2tuple
-from .model import (STATE_DICT_CONVERTERS, BasicLayer, PatchEmbed, PatchMerging, SwinTransformer, _check_config,
+from .model import (BasicLayer, PatchEmbed, PatchMerging, SwinTransformer, _check_config,
                     _check_rates, _fixed_semantics, _reject_unknown_keywords, stage_resolution)
 from .semantics import size_rule
 
@@ -166,14 +166,9 @@ class SwinBackbone(nn.Module):
         self._freeze_stages()
         return self
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        for convert in STATE_DICT_CONVERTERS:  # foreign layouts (mmdet, HF ...) onto the official keys
-            convert(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-
+    _load_from_state_dict = SwinTransformer._load_from_state_dict  # foreign layouts (mmdet, HF ...) renamed
     reset_parameters = SwinTransformer.reset_parameters
+    to_empty = SwinTransformer.to_empty
     no_weight_decay = SwinTransformer.no_weight_decay
     no_weight_decay_keywords = SwinTransformer.no_weight_decay_keywords
 

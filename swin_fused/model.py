@@ -183,6 +183,18 @@ def _restore_derived(module: nn.Module, state_dict: dict, prefix: str, missing_k
             missing_keys.remove(prefix + name)
 
 
+def to_empty_rebuilding(self: nn.Module, *, device, recurse: bool = True) -> nn.Module:
+    """``nn.Module.to_empty``, then every derived buffer (``derived_buffers()``) written: they are formulas, not
+    state, so nothing else would set them, and a loader that fills the keys a dict lacks from the model's own
+    tensors (``torch.distributed.checkpoint``'s ``set_model_state_dict``) must find the standard values there."""
+    nn.Module.to_empty(self, device=device, recurse=recurse)
+    for module in self.modules() if recurse else (self,):
+        derived = getattr(module, "derived_buffers", None)
+        if callable(derived):
+            write_buffers(module, derived())
+    return self
+
+
 def shift_mask_buffer(rule, input_resolution: Pair, built, device=None) -> Optional[torch.Tensor]:
     """The official block's ``attn_mask`` at ``input_resolution`` (None where the rule keeps none or the block
     is not shifted there): kept for checkpoint compatibility only, since the fused and PyTorch paths derive the
@@ -294,6 +306,8 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
+    to_empty = to_empty_rebuilding
+
     def derived_buffers(self) -> Dict[str, torch.Tensor]:
         """Standard values (CPU) of the buffers this module derives from its window: the relative position index."""
         return {"relative_position_index": relative_position_index(self.window_size)}
@@ -377,6 +391,8 @@ class SwinTransformerBlock(nn.Module):
         self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=act_layer, drop=drop)
 
         self.register_buffer("attn_mask", shift_mask_buffer(self.rule, self.input_resolution, self.built))
+
+    to_empty = to_empty_rebuilding
 
     def derived_buffers(self) -> Dict[str, torch.Tensor]:
         """Standard values (CPU) of the buffers this block derives from its geometry: ``attn_mask``, if it has one."""
@@ -493,6 +509,8 @@ class PatchMerging(nn.Module):
 
 class BasicLayer(nn.Module):
     """One stage: ``depth`` blocks alternating W-MSA (even j) and SW-MSA (odd j), then optional merging."""
+
+    to_empty = to_empty_rebuilding
 
     def __init__(
         self,
@@ -704,6 +722,8 @@ class SwinTransformer(nn.Module):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
 
+    to_empty = to_empty_rebuilding
+
     def reset_parameters(self) -> None:
         """Initialise every parameter and buffer as the constructor does (the same distributions, not the same
         draws): for a model built on the meta device (``with torch.device("meta"):``) and materialised with
@@ -725,11 +745,12 @@ class SwinTransformer(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # Runs before the children read the dict: rename a recognisably foreign dict (timm, torchvision, HF, ...)
-        # to official keys so that model.load_state_dict(foreign_sd) just works.
+        # to official keys so that model.load_state_dict(foreign_sd) just works. (nn.Module named: V2 and the
+        # backbone share this.)
         for convert in STATE_DICT_CONVERTERS:
             convert(state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
 
     @torch.jit.ignore
     def no_weight_decay(self):

@@ -259,6 +259,20 @@ def test_nonstandard_relative_position_index_is_refused():
         ours.load_state_dict(sd)
 
 
+def test_a_table_of_a_non_square_window_needs_no_index_in_the_dict():
+    """A clamped 1x5 window (a 4-pixel-high timm map) has 9 = 3^2 table rows: no square 2x2 index is guessed for it
+    (timm's dicts carry none; the model derives its own)."""
+    timm_swin = pytest.importorskip("timm.models.swin_transformer")
+    cfg = dict(img_size=(4, 64), embed_dim=16, depths=(2,), num_heads=(1,), window_size=5, num_classes=3)
+    theirs = perturb_(timm_swin.SwinTransformer(**cfg)).eval().double()
+    ours = swin_fused.SwinTransformer(**cfg, semantics="timm").eval().double()
+    assert ours.layers[0].blocks[0].attn.window_size == (1, 5)
+    load_checkpoint(ours, theirs.state_dict())
+    x = torch.randn(2, 3, 4, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), **F64)
+
+
 def test_index_of_another_integer_dtype_is_accepted():
     official = official_model()
     sd = {k: v.int() if k.endswith("relative_position_index") else v for k, v in official.state_dict().items()}

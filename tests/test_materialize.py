@@ -6,6 +6,7 @@ masks) are garbage after ``to_empty`` and still meta after an ``assign=True`` lo
 (timm's do). The oracles are the official transcriptions in tests/, which build those buffers themselves: every
 materialised model must give their outputs (float64) and save their buffers.
 """
+import contextlib
 import math
 
 import official_swin
@@ -63,8 +64,27 @@ def poison_(model):
     return model
 
 
-def materialised(kind):
-    return poison_(meta_model(kind).to_empty(device="cpu").double())
+@contextlib.contextmanager
+def garbage_memory():
+    """``to_empty`` allocates with ``torch.empty_like``: made deterministic garbage (NaN, -7) here."""
+    real = torch.empty_like
+
+    def garbage(t, *args, **kwargs):
+        return real(t, *args, **kwargs).fill_(float("nan") if t.is_floating_point() else -7)
+
+    torch.empty_like = garbage
+    try:
+        yield
+    finally:
+        torch.empty_like = real
+
+
+def materialised(kind, poison=True):
+    """The meta-built model after ``to_empty`` on the CPU, in float64; ``poison``: every tensor garbage after, the
+    derived buffers included (which ``to_empty`` itself writes), so that the load must rebuild them."""
+    with garbage_memory():
+        model = meta_model(kind).to_empty(device="cpu").double()
+    return poison_(model) if poison else model
 
 
 def outputs(model, kind):
@@ -160,3 +180,43 @@ def test_timm_dict_into_a_meta_built_model_with_assign():
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad(), swin_fused.use_backend("torch"):
         torch.testing.assert_close(ours.eval()(x), theirs(x), **F64)
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_to_empty_writes_the_derived_buffers_for_loaders_that_fill_missing_keys(kind):
+    """``torch.distributed.checkpoint``'s ``set_model_state_dict`` (FSDP2's loader) fills each key a dict lacks with
+    the model's own tensor: after ``to_empty`` those must be the standard buffers, not uninitialised memory."""
+    dcp = pytest.importorskip("torch.distributed.checkpoint.state_dict")
+    source = official(kind)
+    ours = materialised(kind, poison=False)
+    assert_buffers_equal(ours, source)
+    for omit in (DERIVED, ("relative_coords_table",)):
+        ours = materialised(kind, poison=False)
+        sd = {k: v for k, v in source.state_dict().items() if not k.endswith(omit)}
+        dcp.set_model_state_dict(ours, sd, options=dcp.StateDictOptions(full_state_dict=True, strict=True))
+        assert_buffers_equal(ours, source)
+        for got, want in zip(outputs(ours.eval(), kind), outputs(source, kind), strict=True):
+            torch.testing.assert_close(got, want, **F64)
+    block = materialised(kind, poison=False).layers[0].blocks[1]  # a submodule on its own (FSDP1's recurse=False)
+    with garbage_memory():
+        block.to_empty(device="cpu", recurse=False)
+        block.attn.to_empty(device="cpu", recurse=False)
+    theirs = source.layers[0].blocks[1]
+    assert_buffers_equal(block.attn, theirs.attn)
+    assert_buffers_equal(block, theirs)
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_load_checkpoint_into_a_meta_model_takes_assign_or_says_so(kind):
+    source = official(kind)
+    with pytest.raises(ValueError, match=r"meta device .*assign=True.*to_empty"):  # a no-op copy otherwise
+        load_checkpoint(meta_model(kind), source.state_dict())
+    ours = meta_model(kind)
+    load_checkpoint(ours, without_derived(source.state_dict()), assign=True)
+    assert not any(t.is_meta for t in ours.state_dict().values())
+    assert_buffers_equal(ours, source)
+    for got, want in zip(outputs(ours.eval(), kind), outputs(source, kind), strict=True):
+        torch.testing.assert_close(got, want, **F64)
+    partial = {k: v for k, v in source.state_dict().items() if not k.startswith("norm")}
+    with pytest.raises(CheckpointError, match="would hold no storage"):
+        load_checkpoint(meta_model(kind), partial, strict=False, assign=True)

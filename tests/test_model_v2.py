@@ -351,6 +351,14 @@ def test_library_v2_checkpoints_load_strictly_and_reproduce_the_library():
                                  num_classes=5, semantics=semantics).eval()
         result = swin_fused.load_checkpoint(ours, source.state_dict())
         assert result.source == layout and not result.missing_keys and not result.unexpected_keys
+        # The model's load hook renames the same dict for plain load_state_dict, into a built or a meta model.
+        for assign in (False, True):
+            with torch.device("meta" if assign else "cpu"):
+                plain = SwinTransformerV2(img_size=32, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
+                                          num_classes=5, semantics=semantics)
+            plain.load_state_dict(source.state_dict(), strict=True, assign=assign)
+            assert plain.state_dict().keys() == ours.state_dict().keys()
+            assert all(torch.equal(v, ours.state_dict()[k]) for k, v in plain.state_dict().items()), layout
         for size in ((32, 32),) if layout == "timm-v2" else ((32, 32), (36, 44)):  # timm asserts its size
             x = torch.randn(2, 3, *size)
             with torch.no_grad():

@@ -150,11 +150,16 @@ def test_attention_probabilities_and_hooks_take_hfs_path():
     with pytest.warns(UserWarning, match=r"hooks on attention\.self\.query"):
         report = swin_fused.optimize(hooked, verbose=False)
     assert len(report.patched) == NUM_LAYERS - 1 and list(report.left_alone) == ["encoder.layers.0.blocks.1"]
-    fast.encoder.layers[1].blocks[0].attention.register_forward_hook(lambda *a: seen.append(2))  # after optimize()
+    # After optimize(): a hook on the attention, one on its dropout (where HF's probabilities pass), a wrapper
+    # around attention.self's forward (accelerate's kind): each such call takes HF's path.
+    fast.encoder.layers[1].blocks[0].attention.register_forward_hook(lambda *a: seen.append(2))
+    fast.encoder.layers[1].blocks[1].attention.self.dropout.register_forward_hook(lambda *a: seen.append(3))
+    inner = fast.encoder.layers[2].blocks[0].attention.self
+    inner.forward = lambda *a, wrapped=inner.forward, **k: seen.append(4) or wrapped(*a, **k)
     with torch.no_grad():
         assert relative_error(fast(x).last_hidden_state, model(x).last_hidden_state) <= 2e-4
         hooked(x)
-    assert seen == [2, 1]
+    assert seen == [2, 3, 4, 1]
 
 
 def test_undo_restores_hfs_layers():
@@ -171,10 +176,12 @@ def test_a_layer_the_fused_op_cannot_reproduce_is_left_alone():
     model = perturb_(maskformer_model()).to(DEVICE)
     attn = model.encoder.layers[1].blocks[1].attention.self
     attn.relative_position_index = attn.relative_position_index.t().contiguous()  # keys and queries swapped
+    model.encoder.layers[2].blocks[0].attention.self.dropout = torch.nn.Identity()  # no p to apply
     fast = copy.deepcopy(model)
-    with pytest.warns(UserWarning, match="relative_position_index"):
+    with pytest.warns(UserWarning, match="relative_position_index .* Identity, not nn.Dropout"):
         report = swin_fused.optimize(fast, verbose=False)
-    assert len(report.patched) == NUM_LAYERS - 1 and list(report.left_alone) == ["encoder.layers.1.blocks.1"]
+    assert len(report.patched) == NUM_LAYERS - 2
+    assert sorted(report.left_alone) == ["encoder.layers.1.blocks.1", "encoder.layers.2.blocks.0"]
     x = torch.randn(1, 3, 72, 100).to(DEVICE)
     with torch.no_grad():
         assert relative_error(fast(x).last_hidden_state, model(x).last_hidden_state) <= 2e-4

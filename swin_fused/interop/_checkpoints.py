@@ -448,6 +448,7 @@ def load_checkpoint(
     checkpoint: Union[PathLike, Mapping],
     strict: bool = True,
     layout: str = "auto",
+    assign: bool = False,
 ) -> LoadResult:
     """Load a checkpoint of any supported source into ``model``, all or nothing.
 
@@ -463,6 +464,9 @@ def load_checkpoint(
         strict: as ``nn.Module.load_state_dict``: missing or unexpected keys are errors. Shape mismatches are
             errors either way. The derivable buffers (``relative_position_index``, ``attn_mask``) may be absent.
         layout: ``"auto"`` or one of :data:`LAYOUTS` (see :func:`convert_state_dict`).
+        assign: as ``nn.Module.load_state_dict``: the model takes the checkpoint's tensors (device, dtype) rather
+            than copying them into its own; needed for a model built on the meta device, whose tensors hold no
+            storage (or materialise it first with ``model.to_empty(device=...)``).
 
     Returns:
         A :class:`LoadResult`: ``missing_keys`` and ``unexpected_keys`` (empty when ``strict``) and ``source``,
@@ -476,7 +480,8 @@ def load_checkpoint(
         CheckpointError: the file is not a readable PyTorch checkpoint, or the dict does not fit the model
             (the message lists the missing, unexpected and mis-shaped keys, and which config the checkpoint
             is); the model is left unchanged.
-        ValueError: the dict's layout is not recognised, or the object holds no state dict.
+        ValueError: the dict's layout is not recognised, or the object holds no state dict, or the model is on the
+            meta device without ``assign=True``.
         TypeError: ``model`` is not a swin_fused model, or ``checkpoint`` (or the file's content) is not a mapping.
         ImportError: a ``.safetensors`` file without the ``safetensors`` package installed.
     """
@@ -495,14 +500,24 @@ def load_checkpoint(
         want, got = ("SwinTransformerV2", "Swin V2") if found.v2 else ("SwinTransformer or SwinBackbone", "Swin V1")
         raise CheckpointError(f"load_checkpoint: {source} is a {got} checkpoint ({found.name} layout), but the model "
                               f"is a {type(_bare_module(model)).__name__}; load it into a swin_fused.{want}")
-    sd = found.to_official(sd)
-    _add_relative_position_index(sd)
+    sd = found.to_official(sd)  # no index added where a layout lacks one: the model derives its own
     model = _bare_module(model)
     _match_absolute_pos_embed(model, sd)
     mismatch = _compare(model, sd)
     if mismatch.misshaped or mismatch.nonstandard_index or (strict and (mismatch.missing or mismatch.unexpected)):
         raise CheckpointError(_mismatch_message(source, found.name, model, mismatch, strict, sd))
-    incompatible = model.load_state_dict(sd, strict=strict)
+    meta = [key for key, value in model.state_dict().items() if value.is_meta]
+    if meta and not assign:  # copying into a meta tensor is a no-op: the load would "succeed" and load nothing
+        raise ValueError(f"load_checkpoint: the model is on the meta device ({len(meta)} tensors, e.g. {meta[0]!r}: "
+                         f"built under torch.device('meta')); pass assign=True to take the checkpoint's tensors, or "
+                         f"materialise it first with model.to_empty(device=...)")
+    still_meta = [key for key in mismatch.missing if key in meta]
+    if still_meta:
+        raise CheckpointError(f"load_checkpoint({source}, strict=False, assign=True): {len(still_meta)} tensors of the "
+                              f"meta-built model are not in the checkpoint and would hold no storage: "
+                              f"{_describe_keys(still_meta)}; materialise the model with model.to_empty(device=...) "
+                              f"and model.reset_parameters() first, then load without assign")
+    incompatible = model.load_state_dict(sd, strict=strict, assign=assign)
     if mismatch.missing or mismatch.unexpected:  # strict=False: say what was not loaded, never silently
         parts = []
         if mismatch.missing:

@@ -178,16 +178,16 @@ def v2_reason(logit_scale, cpb_mlp, coords_table, window: Pair, num_heads: int) 
 
 def needs_library_path(bypassed: Tuple[Tuple[str, nn.Module], ...], owner: Optional[nn.Module], x) -> bool:
     """Call-time twin of the optimize()-time checks on what can change afterwards: hooks (the modules' own or
-    global ones) on a module the patched path skips, an instance-level ``forward`` on ``owner`` (the skipped
-    attention module, where the library calls it), and FX symbolic tracing (``x`` a Proxy: the library's code
-    traces, the adapter's shape logic does not)."""
+    global ones) or an instance-level ``forward`` (a wrapper: accelerate's hooks, a user's) on ``owner`` (the
+    skipped attention module, where the library calls it) or any other module the patched path skips, and FX
+    symbolic tracing (``x`` a Proxy: the library's code traces, the adapter's shape logic does not)."""
     if isinstance(x, torch.fx.Proxy):
         return True
     if not bypassed:
         return False
     if (owner is not None and "forward" in owner.__dict__) or global_hooks():
         return True
-    return any(has_hooks(module) for _, module in bypassed)
+    return any(has_hooks(module) or "forward" in module.__dict__ for _, module in bypassed)
 
 
 def hook_reason(bypassed: Tuple[Tuple[str, nn.Module], ...]) -> Optional[str]:

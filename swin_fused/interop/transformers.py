@@ -328,7 +328,18 @@ def _copy_classes(module: nn.Module):
 def _copy_bypassed(layer: nn.Module):
     attn = layer.attention.self
     return (("attention", layer.attention), ("attention.self", attn), ("attention.self.query", attn.query),
-            ("attention.self.key", attn.key), ("attention.self.value", attn.value))
+            ("attention.self.key", attn.key), ("attention.self.value", attn.value),
+            ("attention.self.dropout", attn.dropout))
+
+
+def _plain_dropout(attn: nn.Module) -> bool:
+    """Whether HF's attention dropout is still an ``nn.Dropout``, whose ``p`` the fused op applies."""
+    return type(getattr(attn, "dropout", None)) is nn.Dropout
+
+
+def _dropout_reason(attn: nn.Module, prefix: str) -> Optional[str]:
+    kind = type(getattr(attn, "dropout", None)).__name__
+    return None if _plain_dropout(attn) else f"{prefix}dropout is {kind}, not nn.Dropout"
 
 
 def _copy_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, *args, **kwargs):
@@ -338,7 +349,7 @@ def _copy_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dim
     attn = layer.attention.self
     output_attentions = args[0] if args else kwargs.get("output_attentions", False)
     if (output_attentions or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value))
-            or needs_library_path(_copy_bypassed(layer), layer.attention, hidden_states)):
+            or not _plain_dropout(attn) or needs_library_path(_copy_bypassed(layer), layer.attention, hidden_states)):
         return patch.call_original(layer, hidden_states, input_dimensions, *args, **kwargs)
     always = patch.state["always_partition"] or (args[1] if len(args) > 1 else kwargs.get("always_partition", False))
     out = _attention(patch, layer, hidden_states, input_dimensions, always, (attn.query, attn.key, attn.value),
@@ -364,6 +375,7 @@ def _copy_check(layer: nn.Module, classes, configured) -> Optional[str]:
                                  ("attention.", attention, ("forward",)), ("attention.self.", attn, ("forward",)))),
         lambda: hook_reason(_copy_bypassed(layer)),
         lambda: linear_reason(attn, "query", "key", "value", prefix="attention.self."),
+        lambda: _dropout_reason(attn, "attention.self."),
         *_v1_reasons(attn, ("query", "key", "value"), window, configured, attn, attn.num_attention_heads),
     )
 
@@ -377,7 +389,8 @@ _V2_MASK_VALUE = -200.0
 def _v2_bypassed(layer: nn.Module):
     attn = layer.attention.self
     return (("attention", layer.attention), ("attention.self", attn), ("attention.self.query", attn.query),
-            ("attention.self.key", attn.key), ("attention.self.value", attn.value))
+            ("attention.self.key", attn.key), ("attention.self.value", attn.value),
+            ("attention.self.dropout", attn.dropout))
 
 
 def _v2_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions,
@@ -386,7 +399,7 @@ def _v2_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimen
     patch = patch_of(layer)
     attn = layer.attention.self
     if (output_attentions or kwargs.get("output_attentions") or _attentions_requested()
-            or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value))
+            or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value)) or not _plain_dropout(attn)
             or needs_library_path(_v2_bypassed(layer), layer.attention, hidden_states)):
         return patch.call_original(layer, hidden_states, input_dimensions, output_attentions, **kwargs)
     H, W = input_dimensions
@@ -421,6 +434,7 @@ def _v2_check(layer: nn.Module, hf_v2) -> Optional[str]:
                                  ("attention.", attention, ("forward",)), ("attention.self.", attn, ("forward",)))),
         lambda: hook_reason(_v2_bypassed(layer)),
         lambda: linear_reason(attn, "query", "key", "value", prefix="attention.self."),
+        lambda: _dropout_reason(attn, "attention.self."),
         lambda: None if attn.key.bias is None and (attn.query.bias is None) == (attn.value.bias is None)
         else "query/key/value biases are not Swin V2's (q and v, or neither; never k)",
         lambda: None if window == (layer.window_size, layer.window_size) else
