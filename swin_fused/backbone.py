@@ -168,7 +168,6 @@ class SwinBackbone(nn.Module):
 
     _load_from_state_dict = SwinTransformer._load_from_state_dict  # foreign layouts (mmdet, HF ...) renamed
     reset_parameters = SwinTransformer.reset_parameters
-    to_empty = SwinTransformer.to_empty
     no_weight_decay = SwinTransformer.no_weight_decay
     no_weight_decay_keywords = SwinTransformer.no_weight_decay_keywords
 

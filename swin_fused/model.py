@@ -153,11 +153,14 @@ def write_buffers(module: nn.Module, values: Dict[str, torch.Tensor], like: Opti
 
 def _refuse_nonstandard_index(module: nn.Module, state_dict: dict, prefix: str, error_msgs: List[str]) -> None:
     # The fused kernels compute the standard index from coordinates, so a checkpoint whose index differs cannot
-    # be honoured. Compared with the formula, not with the module's buffer (garbage after ``to_empty``).
+    # be honoured. Compared with the formula, not with the module's buffer (garbage after ``to_empty``). One of
+    # another shape is dropped: another window's (its table is reported) or one guessed for a clamped table.
     key = prefix + "relative_position_index"
     incoming = state_dict.get(key)
     standard = module.derived_buffers()["relative_position_index"]
-    if isinstance(incoming, torch.Tensor) and incoming.shape == standard.shape and not same_index(incoming, standard):
+    if isinstance(incoming, torch.Tensor) and incoming.shape != standard.shape:
+        state_dict.pop(key)
+    elif isinstance(incoming, torch.Tensor) and not same_index(incoming, standard):
         error_msgs.append(f"{key}: differs from the standard relative position index of window "
                           f"{module.window_size} ((yi - yj + Wh - 1) * (2Ww - 1) + xi - xj + Ww - 1), which the "
                           f"fused kernels compute; such a checkpoint cannot be loaded")
@@ -183,15 +186,17 @@ def _restore_derived(module: nn.Module, state_dict: dict, prefix: str, missing_k
             missing_keys.remove(prefix + name)
 
 
-def to_empty_rebuilding(self: nn.Module, *, device, recurse: bool = True) -> nn.Module:
-    """``nn.Module.to_empty``, then every derived buffer (``derived_buffers()``) written: they are formulas, not
-    state, so nothing else would set them, and a loader that fills the keys a dict lacks from the model's own
-    tensors (``torch.distributed.checkpoint``'s ``set_model_state_dict``) must find the standard values there."""
-    nn.Module.to_empty(self, device=device, recurse=recurse)
-    for module in self.modules() if recurse else (self,):
-        derived = getattr(module, "derived_buffers", None)
-        if callable(derived):
-            write_buffers(module, derived())
+def materialising_apply(self: nn.Module, fn, recurse: bool = True) -> nn.Module:
+    """``nn.Module._apply`` (behind ``to``, ``half``, ``to_empty`` ...), then each derived buffer that was on the
+    meta device and no longer is written: materialised from nothing (``to_empty``, called on this module or on
+    anything holding it), its storage is garbage, and loaders that fill a dict's missing keys from the model's
+    own tensors (``torch.distributed.checkpoint``'s ``set_model_state_dict``) must find the standard values."""
+    was_meta = [name for name, buf in self._buffers.items() if buf is not None and buf.is_meta]
+    nn.Module._apply(self, fn, recurse)
+    if was_meta:
+        values = self.derived_buffers()
+        write_buffers(self, {name: values[name] for name in was_meta
+                             if name in values and not self._buffers[name].is_meta})
     return self
 
 
@@ -306,7 +311,7 @@ class WindowAttention(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
-    to_empty = to_empty_rebuilding
+    _apply = materialising_apply
 
     def derived_buffers(self) -> Dict[str, torch.Tensor]:
         """Standard values (CPU) of the buffers this module derives from its window: the relative position index."""
@@ -392,7 +397,7 @@ class SwinTransformerBlock(nn.Module):
 
         self.register_buffer("attn_mask", shift_mask_buffer(self.rule, self.input_resolution, self.built))
 
-    to_empty = to_empty_rebuilding
+    _apply = materialising_apply
 
     def derived_buffers(self) -> Dict[str, torch.Tensor]:
         """Standard values (CPU) of the buffers this block derives from its geometry: ``attn_mask``, if it has one."""
@@ -509,8 +514,6 @@ class PatchMerging(nn.Module):
 
 class BasicLayer(nn.Module):
     """One stage: ``depth`` blocks alternating W-MSA (even j) and SW-MSA (odd j), then optional merging."""
-
-    to_empty = to_empty_rebuilding
 
     def __init__(
         self,
@@ -721,8 +724,6 @@ class SwinTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.constant_(m.bias, 0)
             nn.init.constant_(m.weight, 1.0)
-
-    to_empty = to_empty_rebuilding
 
     def reset_parameters(self) -> None:
         """Initialise every parameter and buffer as the constructor does (the same distributions, not the same

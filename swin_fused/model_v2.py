@@ -45,9 +45,9 @@ from .model import (
     _reject_unknown_keywords,
     _restore_derived,
     _side,
+    materialising_apply,
     shift_mask_buffer,
     stage_resolution,
-    to_empty_rebuilding,
     write_buffers,
 )
 from .semantics import size_rule
@@ -219,7 +219,7 @@ class WindowAttentionV2(nn.Module):
         return (f"dim={self.dim}, window_size={self.window_size}, "
                 f"pretrained_window_size={self.pretrained_window_size}, num_heads={self.num_heads}")
 
-    to_empty = to_empty_rebuilding
+    _apply = materialising_apply
 
     def derived_buffers(self) -> Dict[str, torch.Tensor]:
         """Standard values (CPU) of the buffers this module derives from its windows: the coordinate table
@@ -299,7 +299,7 @@ class SwinTransformerBlockV2(nn.Module):
 
     # As V1: the mask is the block's own (derived from its geometry); a dict's is ignored, or may be absent.
     derived_buffers = SwinTransformerBlock.derived_buffers
-    to_empty = to_empty_rebuilding
+    _apply = materialising_apply
     reset_parameters = SwinTransformerBlock.reset_parameters
     _load_from_state_dict = SwinTransformerBlock._load_from_state_dict
 
@@ -383,7 +383,6 @@ class BasicLayerV2(nn.Module):
 
     forward_blocks = BasicLayer.forward_blocks
     forward = BasicLayer.forward
-    to_empty = to_empty_rebuilding
     extra_repr = BasicLayer.extra_repr
 
     def _init_respostnorm(self) -> None:
@@ -494,7 +493,6 @@ class SwinTransformerV2(nn.Module):
     forward = SwinTransformer.forward
     flops = SwinTransformer.flops  # swin_fused.flops.model_flops: the official count at the nominal size
     reset_parameters = SwinTransformer.reset_parameters
-    to_empty = to_empty_rebuilding
     _load_from_state_dict = SwinTransformer._load_from_state_dict  # foreign V2 layouts (timm, torchvision, HF)
 
     @torch.jit.ignore

@@ -267,10 +267,19 @@ def test_a_table_of_a_non_square_window_needs_no_index_in_the_dict():
     theirs = perturb_(timm_swin.SwinTransformer(**cfg)).eval().double()
     ours = swin_fused.SwinTransformer(**cfg, semantics="timm").eval().double()
     assert ours.layers[0].blocks[0].attn.window_size == (1, 5)
-    load_checkpoint(ours, theirs.state_dict())
     x = torch.randn(2, 3, 4, 64, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), **F64)
+    converted = convert_state_dict(theirs.state_dict())  # for the official code: an index guessed from the rows
+    def converted_checkpoint():
+        with pytest.warns(UserWarning, match="official checkpoint, but the model was built with semantics='timm'"):
+            load_checkpoint(ours, converted)  # official keys now: the model's semantics are questioned
+
+    loads = (lambda: load_checkpoint(ours, theirs.state_dict()), converted_checkpoint,
+             lambda: ours.load_state_dict(theirs.state_dict()), lambda: ours.load_state_dict(converted))
+    for load in loads:
+        perturb_(ours)  # so that each load is seen to load
+        load()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), theirs(x), **F64)
 
 
 def test_index_of_another_integer_dtype_is_accepted():

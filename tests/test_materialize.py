@@ -197,13 +197,41 @@ def test_to_empty_writes_the_derived_buffers_for_loaders_that_fill_missing_keys(
         assert_buffers_equal(ours, source)
         for got, want in zip(outputs(ours.eval(), kind), outputs(source, kind), strict=True):
             torch.testing.assert_close(got, want, **F64)
-    block = materialised(kind, poison=False).layers[0].blocks[1]  # a submodule on its own (FSDP1's recurse=False)
+    block = meta_model(kind).layers[0].blocks[1]  # each submodule on its own (FSDP1's recurse=False)
     with garbage_memory():
-        block.to_empty(device="cpu", recurse=False)
-        block.attn.to_empty(device="cpu", recurse=False)
+        for module in block.modules():
+            module.to_empty(device="cpu", recurse=False)
     theirs = source.layers[0].blocks[1]
     assert_buffers_equal(block.attn, theirs.attn)
     assert_buffers_equal(block, theirs)
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_to_empty_on_anything_holding_the_model_writes_its_derived_buffers(kind):
+    """``to_empty`` reaches children through ``_apply``, not their ``to_empty``: a detector or wrapper holding the
+    model (what FSDP2 set-ups materialise), a compiled model, a ModuleList of stages."""
+    dcp = pytest.importorskip("torch.distributed.checkpoint.state_dict")
+    source = official(kind)
+    wrapper = torch.nn.Sequential(meta_model(kind))
+    with garbage_memory():
+        wrapper.to_empty(device="cpu")
+    assert_buffers_equal(wrapper[0], source)
+    with garbage_memory():
+        compiled = torch.compile(meta_model(kind)).to_empty(device="cpu")
+    assert_buffers_equal(compiled._orig_mod, source)
+    layers = meta_model(kind).layers
+    with garbage_memory():
+        layers.to_empty(device="cpu")
+    for ours, theirs in zip(layers, source.layers, strict=True):
+        assert_buffers_equal(ours, theirs)
+    # The V2 coordinate table is an input of the bias MLP: a garbage one filled in by the loader would give NaN.
+    wrapper = torch.nn.Sequential(meta_model(kind))
+    with garbage_memory():
+        wrapper.to_empty(device="cpu")
+    sd = {"0." + k: v for k, v in source.state_dict().items() if not k.endswith("relative_coords_table")}
+    dcp.set_model_state_dict(wrapper.double(), sd, options=dcp.StateDictOptions(full_state_dict=True, strict=True))
+    for got, want in zip(outputs(wrapper[0].eval(), kind), outputs(source, kind), strict=True):
+        torch.testing.assert_close(got, want, **F64)
 
 
 @pytest.mark.parametrize("kind", CASES)

@@ -185,9 +185,19 @@ def needs_library_path(bypassed: Tuple[Tuple[str, nn.Module], ...], owner: Optio
         return True
     if not bypassed:
         return False
-    if (owner is not None and "forward" in owner.__dict__) or global_hooks():
+    if (owner is not None and overrides(owner, "forward")) or global_hooks():
         return True
-    return any(has_hooks(module) or "forward" in module.__dict__ for _, module in bypassed)
+    return any(has_hooks(module) or overrides(module, "forward") for _, module in bypassed)
+
+
+def overrides(module: nn.Module, name: str) -> bool:
+    """Whether ``module`` has an instance-level ``name`` other than its class's own method bound to it (which is
+    what accelerate's ``remove_hook_from_module`` puts back: no wrapper is left)."""
+    value = module.__dict__.get(name)
+    if value is None:
+        return False
+    return not (getattr(value, "__self__", None) is module
+                and getattr(value, "__func__", None) is getattr(type(module), name, None))
 
 
 def hook_reason(bypassed: Tuple[Tuple[str, nn.Module], ...]) -> Optional[str]:
@@ -202,7 +212,7 @@ def instance_reason(owners: Tuple[Tuple[str, nn.Module, Tuple[str, ...]], ...]) 
     calls and the patched path replaces or skips: it would be lost. ``owners``: (prefix, module, names)."""
     for prefix, owner, names in owners:
         for name in names:
-            if name in owner.__dict__:
+            if overrides(owner, name):
                 return f"instance-level {prefix}{name} override"
     return None
 
