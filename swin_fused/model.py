@@ -326,10 +326,10 @@ class WindowAttention(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The index is derivable, so a dict may omit it (timm's do); one that differs from the standard formula
-        # is refused.
+        # is refused. (nn.Module named: V2's attention shares this.)
         _refuse_nonstandard_index(self, state_dict, prefix, error_msgs)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
         _restore_derived(self, state_dict, prefix, missing_keys)
 
     def flops(self, N: int) -> int:

@@ -41,9 +41,7 @@ from .model import (
     _check_not_empty,
     _check_positive_int,
     _check_rates,
-    _refuse_nonstandard_index,
     _reject_unknown_keywords,
-    _restore_derived,
     _side,
     materialising_apply,
     shift_mask_buffer,
@@ -237,14 +235,10 @@ class WindowAttentionV2(nn.Module):
                     bias.zero_()
         write_buffers(self, self.derived_buffers())
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        # Both buffers are derivable, so a dict may omit them (timm's do). A coordinate table that is there is
-        # loaded: it is an input of cpb_mlp, honoured as given. The index must be the standard one.
-        _refuse_nonstandard_index(self, state_dict, prefix, error_msgs)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        _restore_derived(self, state_dict, prefix, missing_keys)
+    # V1's: both buffers are derivable, so a dict may omit them (timm's do). A coordinate table that is there is
+    # loaded: it is an input of cpb_mlp, honoured as given. The index must be the standard one.
+    _load_from_state_dict = WindowAttention._load_from_state_dict
+
 
 class SwinTransformerBlockV2(nn.Module):
     """Swin V2 block (post-norm): ``x + drop_path(norm1(attn(x)))``, then ``x + drop_path(norm2(mlp(x)))``.

@@ -69,6 +69,14 @@ def case(request):
     return request.param, perturb_(build()).to(DEVICE), shapes
 
 
+def count_fused_calls(monkeypatch):
+    """A list that grows by one on every call of swin_fused.window_attention (one per fused layer call)."""
+    calls = []
+    real = swin_fused.functional.window_attention
+    monkeypatch.setattr(swin_fused.functional, "window_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def optimized(model, **kwargs):
     fast = copy.deepcopy(model)
     return fast, swin_fused.optimize(fast, verbose=False, **kwargs)
@@ -110,9 +118,7 @@ def test_through_the_kernels(name, monkeypatch):
     model = perturb_(CASES[name][0]()).to(DEVICE)
     fast, report = optimized(model, backend="triton")
     assert len(report.patched) == NUM_LAYERS
-    calls = []
-    real = swin_fused.functional.window_attention
-    monkeypatch.setattr(swin_fused.functional, "window_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_fused_calls(monkeypatch)
     assert_same(fast, model, torch.randn(1, 3, 72, 100, generator=torch.Generator().manual_seed(2)).to(DEVICE))
     assert len(calls) == NUM_LAYERS
 
@@ -133,7 +139,7 @@ def test_the_window_is_the_configured_one_after_a_small_input():
     assert relative_error(stale.last_hidden_state, fresh.last_hidden_state) > 1e-3
 
 
-def test_attention_probabilities_and_hooks_take_hfs_path():
+def test_attention_probabilities_and_hooks_take_hfs_path(monkeypatch):
     torch.manual_seed(23)
     model = perturb_(donut_model()).to(DEVICE)  # MaskFormer's own output_attentions=True fails (transformers 5.24)
     fast, _ = optimized(model)
@@ -164,14 +170,9 @@ def test_attention_probabilities_and_hooks_take_hfs_path():
     inner.forward = type(inner).forward.__get__(inner)
     fast.encoder.layers[1].blocks[0].attention._forward_hooks.clear()
     fast.encoder.layers[1].blocks[1].attention.self.dropout._forward_hooks.clear()
-    calls = []
-    real = swin_fused.functional.window_attention
-    swin_fused.functional.window_attention = lambda *a, **k: calls.append(1) or real(*a, **k)
-    try:
-        with torch.no_grad():
-            assert relative_error(fast(x).last_hidden_state, model(x).last_hidden_state) <= 2e-4
-    finally:
-        swin_fused.functional.window_attention = real
+    calls = count_fused_calls(monkeypatch)
+    with torch.no_grad():
+        assert relative_error(fast(x).last_hidden_state, model(x).last_hidden_state) <= 2e-4
     assert len(calls) == NUM_LAYERS
 
 

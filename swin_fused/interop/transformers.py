@@ -301,23 +301,26 @@ def _configured_window_shift(layer: nn.Module, name: str):
 
 #: Models whose Swin layer is transformers < 5's SwinLayer, copied (``attention.self.{query,key,value}`` with the
 #: table beside them, ``attention.output.dense``, ``intermediate`` / ``output``): module -> (layer, attention,
-#: self-attention, intermediate) class names and whether the layer always partitions. Donut and CLAP's HTSAT
-#: clamp the window as SwinLayer does (``set_shift_and_window_size``, written back); MaskFormer never clamps.
+#: self-attention, intermediate) class names, whether the layer always partitions, and the merging class (a
+#: ``SwinPatchMerging`` under another name). Donut and CLAP's HTSAT clamp the window as SwinLayer does
+#: (``set_shift_and_window_size``, written back); MaskFormer never clamps.
 _COPIES = {
     "transformers.models.donut.modeling_donut_swin":
-        (("DonutSwinLayer", "DonutSwinAttention", "DonutSwinSelfAttention", "DonutSwinIntermediate"), False),
+        (("DonutSwinLayer", "DonutSwinAttention", "DonutSwinSelfAttention", "DonutSwinIntermediate"), False,
+         "DonutSwinPatchMerging"),
     "transformers.models.clap.modeling_clap":
-        (("ClapAudioLayer", "ClapAudioAttention", "ClapAudioSelfAttention", "ClapAudioIntermediate"), False),
+        (("ClapAudioLayer", "ClapAudioAttention", "ClapAudioSelfAttention", "ClapAudioIntermediate"), False,
+         "ClapAudioPatchMerging"),
     "transformers.models.maskformer.modeling_maskformer_swin":
         (("MaskFormerSwinLayer", "MaskFormerSwinAttention", "MaskFormerSwinSelfAttention",
-          "MaskFormerSwinIntermediate"), True),
+          "MaskFormerSwinIntermediate"), True, "MaskFormerSwinPatchMerging"),
 }
 
 
 def _copy_classes(module: nn.Module):
     """``(layer, attention, self-attention, intermediate classes, always partitions)`` where ``module`` is one
     of :data:`_COPIES`' layers (exactly, or a subclass: the checks name an overridden method); else None."""
-    for name, (classes, always) in _COPIES.items():
+    for name, (classes, always, _) in _COPIES.items():
         lib = sys.modules.get(name)
         found = tuple(getattr(lib, c, None) for c in classes) if lib is not None else ()
         if found and None not in found and isinstance(module, found[0]):
@@ -337,6 +340,12 @@ def _plain_dropout(attn: nn.Module) -> bool:
     return type(getattr(attn, "dropout", None)) is nn.Dropout
 
 
+def _plain_self_attention(attn: nn.Module) -> bool:
+    """Call-time: whether an ``attention.self`` (the copies', Swin V2's) still has plain ``nn.Linear`` query, key
+    and value (read by weight) and an ``nn.Dropout`` (replaced after optimize(): HF's path)."""
+    return all(type(p) is nn.Linear for p in (attn.query, attn.key, attn.value)) and _plain_dropout(attn)
+
+
 def _dropout_reason(attn: nn.Module, prefix: str) -> Optional[str]:
     kind = type(getattr(attn, "dropout", None)).__name__
     return None if _plain_dropout(attn) else f"{prefix}dropout is {kind}, not nn.Dropout"
@@ -348,8 +357,8 @@ def _copy_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dim
     patch = patch_of(layer)
     attn = layer.attention.self
     output_attentions = args[0] if args else kwargs.get("output_attentions", False)
-    if (output_attentions or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value))
-            or not _plain_dropout(attn) or needs_library_path(_copy_bypassed(layer), layer.attention, hidden_states)):
+    if (output_attentions or not _plain_self_attention(attn)
+            or needs_library_path(_copy_bypassed(layer), layer.attention, hidden_states)):
         return patch.call_original(layer, hidden_states, input_dimensions, *args, **kwargs)
     always = patch.state["always_partition"] or (args[1] if len(args) > 1 else kwargs.get("always_partition", False))
     out = _attention(patch, layer, hidden_states, input_dimensions, always, (attn.query, attn.key, attn.value),
@@ -399,7 +408,7 @@ def _v2_layer_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimen
     patch = patch_of(layer)
     attn = layer.attention.self
     if (output_attentions or kwargs.get("output_attentions") or _attentions_requested()
-            or any(type(p) is not nn.Linear for p in (attn.query, attn.key, attn.value)) or not _plain_dropout(attn)
+            or not _plain_self_attention(attn)
             or needs_library_path(_v2_bypassed(layer), layer.attention, hidden_states)):
         return patch.call_original(layer, hidden_states, input_dimensions, output_attentions, **kwargs)
     H, W = input_dimensions
@@ -446,18 +455,16 @@ def _v2_check(layer: nn.Module, hf_v2) -> Optional[str]:
     )
 
 
-#: The copies' merging layers, each ``SwinPatchMerging`` with another name (normalise, then reduce).
-_COPIED_MERGES = (("transformers.models.swin.modeling_swin", "SwinPatchMerging"),
-                  ("transformers.models.donut.modeling_donut_swin", "DonutSwinPatchMerging"),
-                  ("transformers.models.maskformer.modeling_maskformer_swin", "MaskFormerSwinPatchMerging"),
-                  ("transformers.models.clap.modeling_clap", "ClapAudioPatchMerging"))
+#: ``SwinPatchMerging`` and the copies' (normalise, then reduce): (module, class name).
+_V1_MERGES = (("transformers.models.swin.modeling_swin", "SwinPatchMerging"),
+              *((module, merge) for module, (_, _, merge) in _COPIES.items()))
 
 
 def merge_norm(module: nn.Module):
     """``(norm, reader)`` of HF's merging layers: ``SwinPatchMerging`` (and the copies') normalises, then
     reduces; ``Swinv2PatchMerging`` reduces, then normalises."""
     kind = type(module)
-    if (kind.__module__, kind.__name__) in _COPIED_MERGES and kind is getattr(sys.modules.get(kind.__module__),
+    if (kind.__module__, kind.__name__) in _V1_MERGES and kind is getattr(sys.modules.get(kind.__module__),
                                                                              kind.__name__, None):
         return module.norm, (module, "reduction", None)
     hf_v2 = sys.modules.get("transformers.models.swinv2.modeling_swinv2")
